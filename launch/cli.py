@@ -1,0 +1,67 @@
+"""The ``tether`` command line: one verb per module of ``tether.launch``, each a typed dataclass.
+
+Verb modules keep torch and the simulator out of their imports (they load them inside their
+functions), so ``tether --help`` is quick and the robot-side verbs run without torch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import tyro
+
+from tether.launch import collect, demo, eval as eval_verb, export, serve, train
+
+VERBS = {
+    "demo": (demo.DemoCommand, demo.main),
+    "serve": (serve.ServeConfig, serve.main),
+    "collect": (collect.CollectConfig, collect.main),
+    "train": (train.TrainCommand, train.main),
+    "export": (export.ExportCommand, export.main),
+    "eval": (eval_verb.EvalCommand, eval_verb.main),
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or set-up: printed as one line, exit code 2."""
+    from tether.launch.demo import OutputExistsError
+    from tether.robot.client import RobotLinkError
+    from tether.robot.dataset import DatasetError, DatasetExistsError
+    from tether.robot.runner import PolicyLoadError
+    from tether.robot.spec import SpecError, SpecMismatchError
+    from tether.sim.metaworld import UnknownTaskError
+
+    errors: list[type[BaseException]] = [
+        OutputExistsError, RobotLinkError, DatasetError, DatasetExistsError, PolicyLoadError,
+        SpecError, SpecMismatchError, UnknownTaskError, FileNotFoundError,
+    ]
+    try:
+        from tether.sim.render import RenderBackendError
+
+        errors.append(RenderBackendError)
+    except ImportError:  # robot-side install without MuJoCo
+        pass
+    return tuple(errors)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``tether`` console script."""
+    cfg = tyro.extras.subcommand_cli_from_dict(
+        {name: cls for name, (cls, _) in VERBS.items()},
+        prog="tether",
+        description="tether: collect robot data, train policies, export to ONNX, and run them "
+        "on robots over ZeroMQ.",
+        args=args,
+    )
+    run = next(fn for cls, fn in VERBS.values() if isinstance(cfg, cls))
+    try:
+        run(cfg)
+    except _user_errors() as e:
+        print(f"tether: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

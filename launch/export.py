@@ -1,0 +1,43 @@
+"""``tether export``: turn a trained ``policy.pt`` into ``policy.onnx`` with its metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+
+@dataclass
+class ExportCommand:
+    """Export a trained policy to ONNX (sampler, normalization and robot spec inside)."""
+
+    checkpoint: tyro.conf.Positional[Path]
+    """policy.pt written by tether train."""
+    out: Path | None = None
+    """ONNX file to write; default: policy.onnx next to the checkpoint."""
+    tolerance: float = 1e-4
+    """Maximum allowed |onnx - torch| on random inputs with the same noise."""
+
+
+def export(cmd: ExportCommand) -> tuple[Path, float, int]:
+    """Export and check parity; returns (onnx path, max abs difference, parameter count).
+
+    Raises:
+        ValueError: the parity check fails (difference above ``cmd.tolerance``).
+    """
+    from tether.policies.checkpoint import load_policy
+    from tether.policies.export import export_beso, parity
+
+    model, normalizer, tasks, spec = load_policy(cmd.checkpoint)
+    out = cmd.out or cmd.checkpoint.with_name("policy.onnx")
+    export_beso(model, normalizer, spec, tasks, out)
+    diff = parity(model, normalizer, spec, out)
+    if diff > cmd.tolerance:
+        raise ValueError(f"ONNX and torch differ by {diff:.2e} > {cmd.tolerance:.0e}")
+    return out, diff, sum(p.numel() for p in model.parameters())
+
+
+def main(cmd: ExportCommand) -> None:
+    out, diff, params = export(cmd)
+    print(f"{out}: {params} parameters, max |onnx - torch| = {diff:.2e}")

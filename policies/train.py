@@ -1,0 +1,139 @@
+"""One training loop for tether's learners: AdamW with warm-up and cosine decay, EMA weights,
+checkpoints with resume, a per-step callback for progress display, and a PNG learning curve.
+
+A learner is any ``nn.Module`` with a ``loss(**batch) -> scalar tensor`` method; batches come from
+a ``sample_batch(step) -> dict`` function so data loading stays with the data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from tether.policies.configs import TrainConfig
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the EMA model (for evaluation/export) and the loss history."""
+
+    ema: nn.Module
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(
+    model: nn.Module,
+    sample_batch: Callable[[int], dict[str, torch.Tensor]],
+    cfg: TrainConfig,
+    out_dir: Path | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train ``model`` for ``cfg.steps`` steps.
+
+    Args:
+        model: has ``loss(**batch)``.
+        sample_batch: returns the batch for a step.
+        out_dir: checkpoints go to ``out_dir/checkpoints/last.pt`` (with the optimizer and EMA,
+            so ``resume=True`` continues where a run stopped), and ``out_dir/learning_curve.png``.
+        on_step: called with (step, loss) after each step, e.g. to advance a progress bar.
+    """
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+    result = TrainResult(ema=ema.module)
+    start = 0
+    ckpt = None if out_dir is None else Path(out_dir) / "checkpoints" / "last.pt"
+    if resume and ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = state["step"]
+        result.steps, result.losses = state["history"]["steps"], state["history"]["losses"]
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(start, cfg.steps):
+        loss = model.loss(**sample_batch(step))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update_parameters(model)
+        value = float(loss.detach())
+        if step % 10 == 0 or step == cfg.steps - 1:
+            result.steps.append(step)
+            result.losses.append(value)
+        if on_step is not None:
+            on_step(step, value)
+        last = step == cfg.steps - 1
+        if ckpt is not None and ((step + 1) % cfg.checkpoint_every == 0 or last):
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "step": step + 1,
+                    "config": asdict(cfg),
+                    "history": {"steps": result.steps, "losses": result.losses},
+                },
+                tmp,
+            )
+            tmp.replace(ckpt)  # atomic: a crash never leaves a half-written checkpoint
+    result.seconds = time.perf_counter() - t0
+    result.ema.eval()
+    if out_dir is not None:
+        plot_learning_curve(result, Path(out_dir) / "learning_curve.png")
+        (Path(out_dir) / "train_history.json").write_text(
+            json.dumps({"steps": result.steps, "losses": result.losses})
+        )
+    return result
+
+
+def plot_learning_curve(result: TrainResult, path: Path) -> None:
+    """Write the loss curve (log scale, with a moving average) to ``path`` as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    losses = np.asarray(result.losses)
+    ax.plot(result.steps, losses, alpha=0.3, label="loss")
+    k = max(1, len(losses) // 30)
+    if len(losses) > k:
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax.plot(result.steps[k - 1 :], smooth, label=f"moving average ({k})")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

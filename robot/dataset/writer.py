@@ -1,0 +1,251 @@
+"""Crash-safe writer of LeRobotDataset v3.0 folders (layout in ``format.py``).
+
+Each ``add_episode`` writes the episode's data parquet and videos under temporary names, renames
+them into place, and only then rewrites the metadata (episodes, tasks, stats, info), each file
+atomically. A process killed at any moment therefore loses at most the episode being written:
+everything listed in ``meta/`` is complete on disk. Reopening with ``resume=True`` removes files
+of an episode that never reached the metadata and continues the numbering.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tether.robot.dataset import format as fmt
+from tether.robot.dataset.stats import aggregate, feature_stats, to_jsonable
+from tether.robot.spec import RobotSpec
+from tether.robot.video import write_mp4
+
+log = logging.getLogger(__name__)
+
+
+class DatasetExistsError(FileExistsError):
+    """The folder already holds a dataset and neither resume nor overwrite was asked for."""
+
+
+def _arrow_column(values: np.ndarray) -> pa.Array:
+    """[N] -> a plain column; [N, D] -> fixed-size lists of D (HF datasets' Sequence(length=D))."""
+    if values.ndim == 1:
+        return pa.array(values)
+    flat = pa.array(values.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def tasks_table(tasks: list[str]) -> pa.Table:
+    """``meta/tasks.parquet``: the task strings as the (pandas) index, and their ``task_index``."""
+    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": tasks})
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [],
+        "columns": [
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
+             "numpy_type": "int64", "metadata": None},
+            {"name": "task", "field_name": "task", "pandas_type": "unicode",
+             "numpy_type": "object", "metadata": None},
+        ],
+        "pandas_version": "2.2.0",
+    }
+    return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+
+
+class DatasetWriter:
+    """Write episodes recorded from a robot with ``spec`` into ``root``.
+
+    Args:
+        root: the dataset folder.
+        spec: the robot spec; its observations and action become the dataset's features.
+        fps: frames per second (the robot's control rate when every tick is recorded).
+        resume: continue an existing dataset at ``root`` (its spec and fps must match).
+        overwrite: replace an existing dataset at ``root``.
+
+    Raises:
+        DatasetExistsError: ``root`` holds a dataset and neither ``resume`` nor ``overwrite``.
+        ValueError: resuming a dataset recorded with another spec or fps.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        spec: RobotSpec,
+        fps: float,
+        resume: bool = False,
+        overwrite: bool = False,
+    ):
+        self.root = Path(root)
+        self.spec = spec
+        self.fps = float(fps)
+        self.features = fmt.features_from_spec(spec, self.fps)
+        self.video_keys = [k for k, f in self.features.items() if f["dtype"] == "video"]
+        self.episodes: list[dict] = []
+        self.tasks: list[str] = []
+        self._episode_stats: list[dict[str, dict[str, np.ndarray]]] = []
+        info_path = self.root / fmt.INFO_PATH
+        if info_path.exists():
+            if overwrite:
+                import shutil
+
+                shutil.rmtree(self.root)
+            elif resume:
+                self._load_existing()
+            else:
+                raise DatasetExistsError(
+                    f"{self.root} already holds a dataset: pass resume to continue it or "
+                    "overwrite to replace it"
+                )
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.episodes:
+            self._write_meta()
+
+    @property
+    def total_frames(self) -> int:
+        return sum(e["length"] for e in self.episodes)
+
+    def _load_existing(self) -> None:
+        from tether.robot.dataset.reader import Dataset
+
+        ds = Dataset(self.root)
+        if ds.spec is not None and ds.spec.to_dict() != self.spec.to_dict():
+            raise ValueError(f"{self.root} was recorded with another robot spec")
+        if abs(ds.fps - self.fps) > 1e-9:
+            raise ValueError(f"{self.root} was recorded at {ds.fps} fps, not {self.fps}")
+        self.episodes = ds.episodes
+        self.tasks = list(ds.tasks)
+        self._episode_stats = [ds.episode_stats(i) for i in range(len(self.episodes))]
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        """Delete files of episodes that were being written when a previous run died."""
+        listed = {self.root / self._data_path(i) for i in range(len(self.episodes))}
+        listed |= {self.root / self._video_path(k, i) for k in self.video_keys for i in range(len(self.episodes))}
+        for sub in ("data", "videos"):
+            for path in (self.root / sub).rglob("*") if (self.root / sub).exists() else []:
+                if path.is_file() and path not in listed:
+                    log.warning("removing %s: its episode was never completed", path)
+                    path.unlink()
+
+    @staticmethod
+    def _data_path(index: int) -> str:
+        return fmt.DATA_PATH.format(**fmt.chunk_and_file(index))
+
+    @staticmethod
+    def _video_path(key: str, index: int) -> str:
+        return fmt.VIDEO_PATH.format(video_key=key, **fmt.chunk_and_file(index))
+
+    def add_episode(self, frames: dict[str, np.ndarray], task: str) -> int:
+        """Write one episode and return its index.
+
+        Args:
+            frames: feature key -> array [N, ...] for every feature of the spec (observations and
+                ``action``) and optionally ``next.reward``/``next.success``/``next.done`` [N].
+            task: the task string of the episode.
+
+        Raises:
+            ValueError: a feature is missing, has the wrong shape, or columns differ in length.
+        """
+        index = len(self.episodes)
+        n = len(frames["action"]) if "action" in frames else 0
+        if n == 0:
+            raise ValueError("an episode needs at least one frame with an 'action'")
+        for key, feature in {**self.spec.observation, "action": self.spec.action}.items():
+            if key not in frames:
+                raise ValueError(f"episode is missing feature {key!r}")
+            if frames[key].shape != (n, *feature.shape):
+                raise ValueError(f"{key}: shape {frames[key].shape}, expected {(n, *feature.shape)}")
+        if task not in self.tasks:
+            self.tasks.append(task)
+        # Every declared column must exist (LeRobot loads a missing one as None): a robot without
+        # a reward source records reward 0 and no success; the last frame ends the episode.
+        frames = {
+            "next.reward": np.zeros(n, np.float32),
+            "next.success": np.zeros(n, bool),
+            "next.done": np.arange(n) == n - 1,
+            **frames,
+        }
+        start = self.total_frames
+        columns: dict[str, np.ndarray] = {}
+        stats: dict[str, dict[str, np.ndarray]] = {}
+        for key, feature in self.features.items():
+            if key in fmt.DEFAULT_FEATURES:
+                continue
+            values = np.asarray(frames[key])
+            stats[key] = feature_stats(values, is_image=feature["dtype"] == "video")
+            if feature["dtype"] != "video":
+                columns[key] = values.astype(feature["dtype"])
+        defaults = {
+            "timestamp": (np.arange(n) / self.fps).astype(np.float32),
+            "frame_index": np.arange(n, dtype=np.int64),
+            "episode_index": np.full(n, index, dtype=np.int64),
+            "index": np.arange(start, start + n, dtype=np.int64),
+            "task_index": np.full(n, self.tasks.index(task), dtype=np.int64),
+        }
+        for key, values in defaults.items():
+            columns[key] = values
+            stats[key] = feature_stats(values)
+        table = pa.table({k: _arrow_column(v) for k, v in columns.items()})
+        write_parquet_atomic(table, self.root / self._data_path(index))
+        where = fmt.chunk_and_file(index)
+        row = {
+            "episode_index": index,
+            "tasks": [task],
+            "length": n,
+            "data/chunk_index": where["chunk_index"],
+            "data/file_index": where["file_index"],
+            "dataset_from_index": start,
+            "dataset_to_index": start + n,
+        }
+        for key in self.video_keys:
+            write_mp4(self.root / self._video_path(key, index), frames[key], self.fps)
+            row[f"videos/{key}/chunk_index"] = where["chunk_index"]
+            row[f"videos/{key}/file_index"] = where["file_index"]
+            row[f"videos/{key}/from_timestamp"] = 0.0
+            row[f"videos/{key}/to_timestamp"] = n / self.fps
+        row["meta/episodes/chunk_index"] = 0
+        row["meta/episodes/file_index"] = 0
+        for key, feature_stat in stats.items():
+            for name, value in feature_stat.items():
+                row[f"stats/{key}/{name}"] = value.tolist()
+        self.episodes.append(row)
+        self._episode_stats.append(stats)
+        self._write_meta()
+        return index
+
+    def _write_meta(self) -> None:
+        meta = self.root / "meta"
+        (meta / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
+        if self.episodes:
+            write_parquet_atomic(pa.Table.from_pylist(self.episodes), self.root / fmt.EPISODES_PATH)
+            keys = self._episode_stats[0].keys()
+            dataset_stats = {k: aggregate([s[k] for s in self._episode_stats]) for k in keys}
+            fmt.write_json_atomic(self.root / fmt.STATS_PATH, to_jsonable(dataset_stats))
+        write_parquet_atomic(tasks_table(self.tasks), self.root / fmt.TASKS_PATH)
+        info = {
+            "codebase_version": fmt.CODEBASE_VERSION,
+            "robot_type": self.spec.robot_type,
+            "total_episodes": len(self.episodes),
+            "total_frames": self.total_frames,
+            "total_tasks": len(self.tasks),
+            "chunks_size": fmt.CHUNKS_SIZE,
+            "data_files_size_in_mb": 100,
+            "video_files_size_in_mb": 200,
+            "fps": int(self.fps) if float(self.fps).is_integer() else self.fps,
+            "splits": {"train": f"0:{len(self.episodes)}"},
+            "data_path": fmt.DATA_PATH,
+            "video_path": fmt.VIDEO_PATH if self.video_keys else None,
+            "features": self.features,
+            "tether": {"spec": self.spec.to_dict()},
+        }
+        # info.json last: it is what readers open first, and it only counts finished episodes.
+        fmt.write_json_atomic(self.root / fmt.INFO_PATH, info)

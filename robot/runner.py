@@ -1,0 +1,84 @@
+"""The ONNX policy runner: onnxruntime only (no torch), as it runs on a robot computer.
+
+It reads the policy's metadata (``tether.spec``, ``tether.policy``; see
+``tether.policies.export``), keeps the observation history the policy needs, encodes the goal,
+draws the sampler noise from a seeded generator and returns one action per control tick.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tether.robot.spec import RobotSpec, SpecError
+
+
+class PolicyLoadError(ValueError):
+    """The file is not a tether ONNX policy (missing or malformed metadata)."""
+
+
+class PolicyRunner:
+    """Run a tether ONNX policy.
+
+    Args:
+        path: the ``policy.onnx`` file.
+        seed: seed of the noise generator (diffusion policies), for reproducible runs.
+        providers: onnxruntime execution providers; default CPU. With ``onnxruntime-gpu``
+            installed, ``["CUDAExecutionProvider", "CPUExecutionProvider"]``.
+
+    Raises:
+        PolicyLoadError: no tether metadata in the file.
+    """
+
+    def __init__(self, path: Path | str, seed: int = 0, providers: list[str] | None = None):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one core per control loop: predictable latency
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(path), options, providers=providers or ["CPUExecutionProvider"]
+        )
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.spec = RobotSpec.from_json(meta["tether.spec"])
+            self.meta = json.loads(meta["tether.policy"])
+            self.window = int(self.meta["window"])
+            self.tasks: list[str] = list(self.meta["goal"]["tasks"])
+        except (KeyError, ValueError, SpecError) as e:
+            raise PolicyLoadError(f"{path} is not a tether policy: missing or bad metadata ({e})") from e
+        self.action_dim = self.spec.action.shape[0]
+        self._obs_feature = self.spec.observation["observation.state"]
+        self._rng = np.random.default_rng(seed)
+        self._history: deque[np.ndarray] = deque(maxlen=self.window)
+        self._goal = np.zeros((1, len(self.tasks)), dtype=np.float32)
+
+    def reset(self, task: str) -> None:
+        """Start an episode of ``task`` (clears the observation history).
+
+        Raises:
+            ValueError: the policy was not trained on ``task``.
+        """
+        if task not in self.tasks:
+            raise ValueError(f"the policy knows tasks {self.tasks}, not {task!r}")
+        self._goal[:] = 0
+        self._goal[0, self.tasks.index(task)] = 1
+        self._history.clear()
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """One action (float32, shape of the spec's action) for the current observation.
+
+        Raises:
+            SpecError: the observation's shape/dtype does not fit, or it holds NaN/inf.
+        """
+        state = self._obs_feature.validate("observation.state", observation["observation.state"])
+        if not self._history:
+            self._history.extend([state] * self.window)  # pad the window with the first frame
+        else:
+            self._history.append(state)
+        obs = np.stack(self._history)[None]
+        noise = self._rng.standard_normal((1, self.window, self.action_dim), dtype=np.float32)
+        (action,) = self.session.run(["action"], {"obs": obs, "goal": self._goal, "noise": noise})
+        return action[0]

@@ -1,0 +1,273 @@
+"""The robot server: runs a ``Robot`` driver at a fixed control rate behind ZeroMQ.
+
+Sockets (see ``robot/PROTOCOL.md``): a ROUTER at the command endpoint takes ``hello``,
+``command``, ``reset`` and ``heartbeat`` messages; a PUB at the state endpoint publishes one
+``state`` message per tick. The loop never blocks on the network: between ticks it polls the
+ROUTER until the next deadline, keeps only the latest valid command (latest-command-wins), and at
+each tick applies that command once, or ``hold()`` when none arrived. State is published on every
+tick, also between episodes (``done`` true, nothing stepped; before the first episode
+``episode`` is -1 and ``observation`` empty), so subscribers can tell the link is alive. Every message that fails
+decoding, the handshake, the spec or the freshness check is dropped and counted in ``stats``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from tether.robot import protocol
+from tether.robot.driver import Observation, Robot
+from tether.robot.spec import RobotSpec, SpecError, SpecMismatchError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerStats:
+    """Counters of a server run. ``rejected`` maps a reason to how many messages it dropped."""
+
+    ticks: int = 0
+    overruns: int = 0
+    commands_applied: int = 0
+    holds: int = 0
+    episodes: int = 0
+    watchdog_trips: int = 0
+    rejected: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class _Command:
+    action: np.ndarray
+    ref_seq: int
+    received: float
+
+
+class RobotServer:
+    """Serve ``robot`` at ``address`` (``tcp://HOST:PORT`` or ``ipc://PATH``).
+
+    Args:
+        robot: the driver; its ``spec`` is sent in the handshake and checked against clients'.
+        address: where to bind (see ``protocol.endpoints``).
+        rate_hz: control rate; defaults to ``robot.spec.control_rate_hz``.
+        max_command_lag: a command answering a state more than this many ticks old is stale and
+            dropped (the robot holds instead).
+        watchdog_s: during an episode, no valid command for this long is logged as a watchdog
+            trip (the robot holds on every tick without a command in any case).
+    """
+
+    def __init__(
+        self,
+        robot: Robot,
+        address: str,
+        rate_hz: float | None = None,
+        max_command_lag: int = 3,
+        watchdog_s: float = 0.5,
+        max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
+    ):
+        self.robot = robot
+        self.spec: RobotSpec = robot.spec
+        self.address = address
+        self.period = 1.0 / (rate_hz or self.spec.control_rate_hz)
+        self.max_command_lag = max_command_lag
+        self.watchdog_s = watchdog_s
+        self.max_message_bytes = max_message_bytes
+        self.stats = ServerStats()
+        self._controllers: set[bytes] = set()
+        self._observers: set[bytes] = set()
+        self._command: _Command | None = None
+        self._reset_request: tuple[bytes, str | None, int | None] | None = None
+        self._seq = 0
+        self._episode = -1
+        self._step = 0
+        self._task: str | None = None
+        self._done = True
+        self._obs: Observation | None = None
+        self._last_command_t = 0.0
+        self._watchdog_tripped = False
+        self.ready = threading.Event()
+
+    # ----------------------------------------------------------------------------- network side
+    def _handle(self, identity: bytes, frame: bytes) -> None:
+        try:
+            msg = protocol.decode(frame, self.max_message_bytes)
+        except protocol.ProtocolError as e:
+            self.stats.rejected["malformed"] += 1
+            log.debug("dropped a malformed message: %s", e)
+            return
+        kind = msg["type"]
+        if kind == "hello":
+            self._hello(identity, msg)
+        elif identity not in self._controllers:
+            self.stats.rejected["not_a_controller"] += 1
+        elif kind == "command":
+            self._accept_command(msg)
+        elif kind == "reset":
+            self._reset_request = (identity, msg["task"], msg["seed"])
+        elif kind == "heartbeat":
+            pass
+        else:
+            self.stats.rejected["unexpected_type"] += 1
+
+    def _reply(self, identity: bytes, msg_type: str, **fields) -> None:
+        self._router.send_multipart([identity, protocol.encode(msg_type, self._seq, **fields)])
+
+    def _hello(self, identity: bytes, msg: dict) -> None:
+        try:
+            if msg["role"] not in protocol.ROLES:
+                raise ValueError(f"unknown role {msg['role']!r}; expected one of {protocol.ROLES}")
+            if msg["spec"] is not None:
+                self.spec.check_policy(RobotSpec.from_dict(msg["spec"]))
+        except (SpecMismatchError, SpecError, ValueError) as e:
+            self.stats.rejected["handshake"] += 1
+            log.warning("refused client %r: %s", msg["client"], e)
+            self._reply(identity, "refused", reason=str(e))
+            return
+        (self._controllers if msg["role"] == "controller" else self._observers).add(identity)
+        log.info("client %r connected as %s", msg["client"], msg["role"])
+        self._reply(identity, "welcome", spec=self.spec.to_dict(), server=self.spec.robot_type)
+
+    def _accept_command(self, msg: dict) -> None:
+        if self._done:
+            self.stats.rejected["no_episode"] += 1
+            return
+        if self._seq - msg["ref_seq"] > self.max_command_lag:
+            self.stats.rejected["stale"] += 1
+            return
+        try:
+            action = self.spec.action.validate("action", msg["action"])
+        except SpecError as e:
+            self.stats.rejected["invalid_action"] += 1
+            log.debug("dropped a command: %s", e)
+            return
+        self._command = _Command(action, msg["ref_seq"], time.monotonic())
+
+    def _poll_until(self, deadline: float) -> None:
+        """Handle incoming messages until ``deadline`` (perf_counter s); never past it."""
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            # poll() has millisecond resolution: sleep the last fraction of a millisecond.
+            if remaining < 0.001:
+                time.sleep(remaining)
+                continue
+            if self._router.poll(int((remaining - 0.0005) * 1000)):
+                while True:
+                    try:
+                        parts = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
+                    except zmq.Again:
+                        break
+                    if len(parts) != 2:
+                        self.stats.rejected["malformed"] += 1
+                        continue
+                    self._handle(parts[0], parts[1])
+
+    # ------------------------------------------------------------------------------ robot side
+    def _tick(self, period_s: float) -> None:
+        start = time.perf_counter()
+        applied = None
+        age = None
+        if self._reset_request is not None:
+            identity, task, seed = self._reset_request
+            self._reset_request = None
+            try:
+                self._obs = self.robot.reset(task, seed)
+            except (ValueError, RuntimeError) as e:
+                self._reply(identity, "refused", reason=f"reset failed: {e}")
+                return
+            self._episode += 1
+            self._step = 0
+            self._task = task or (self.spec.tasks[0] if self.spec.tasks else None)
+            self._done = False
+            self._command = None
+            self._last_command_t = time.monotonic()
+            self._watchdog_tripped = False
+            self.stats.episodes += 1
+            self._reply(identity, "reset_done", episode=self._episode, task=self._task)
+        elif not self._done:
+            command, self._command = self._command, None
+            if command is not None:
+                self.robot.act(command.action)
+                applied = command.action
+                age = time.monotonic() - command.received
+                self._last_command_t = command.received
+                self._watchdog_tripped = False
+                self.stats.commands_applied += 1
+            else:
+                applied = self.robot.hold()
+                self.stats.holds += 1
+                if (
+                    not self._watchdog_tripped
+                    and time.monotonic() - self._last_command_t > self.watchdog_s
+                ):
+                    self._watchdog_tripped = True
+                    self.stats.watchdog_trips += 1
+                    log.warning("watchdog: no valid command for %.3f s, holding", self.watchdog_s)
+            self._obs = self.robot.observe()
+            self._step += 1
+            self._done = self._obs.done
+        compute_s = time.perf_counter() - start
+        self._seq += 1
+        self._pub.send(
+            protocol.encode(
+                "state",
+                self._seq,
+                episode=self._episode,
+                step=self._step,
+                task=self._task,
+                observation={} if self._obs is None else self._obs.values,
+                action=applied,
+                reward=0.0 if self._obs is None else float(self._obs.reward),
+                success=False if self._obs is None else bool(self._obs.success),
+                done=bool(self._done),
+                timing={"period_s": period_s, "compute_s": compute_s, "command_age_s": age},
+            ),
+            copy=False,
+        )
+
+    def run(self, stop: threading.Event | None = None, duration_s: float | None = None) -> ServerStats:
+        """Bind, connect the robot and run the control loop until ``stop`` is set (or for
+        ``duration_s``). The robot is held and disconnected on the way out, whatever happens."""
+        stop = stop or threading.Event()
+        cmd_ep, state_ep = protocol.endpoints(self.address)
+        ctx = zmq.Context.instance()
+        self._router = ctx.socket(zmq.ROUTER)
+        self._pub = ctx.socket(zmq.PUB)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self._pub.setsockopt(zmq.SNDHWM, 10_000)
+        self.robot.connect()
+        try:
+            self._router.bind(cmd_ep)
+            self._pub.bind(state_ep)
+            log.info("robot server %s at %s, %.1f Hz", self.spec.robot_type, self.address, 1 / self.period)
+            self.ready.set()
+            end = None if duration_s is None else time.perf_counter() + duration_s
+            last = time.perf_counter()
+            deadline = last + self.period
+            while not stop.is_set() and (end is None or deadline < end):
+                self._poll_until(deadline)
+                now = time.perf_counter()
+                self._tick(now - last)
+                last = now
+                self.stats.ticks += 1
+                deadline += self.period
+                if time.perf_counter() > deadline:  # a tick overran: re-anchor, do not burst
+                    self.stats.overruns += 1
+                    deadline = time.perf_counter() + self.period
+        finally:
+            try:
+                if not self._done:
+                    self.robot.hold()
+            finally:
+                self.robot.disconnect()
+                self._router.close()
+                self._pub.close()
+        return self.stats

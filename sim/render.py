@@ -1,0 +1,79 @@
+"""Fast headless MuJoCo rendering (EGL by default) for simulated cameras.
+
+Software EGL renders a 128 px MetaWorld frame in ~65 ms with MuJoCo's defaults and in ~5-7 ms with
+shadows, reflections and multisampling off, which is what ``OffscreenCamera`` does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mujoco
+import numpy as np
+
+
+class RenderBackendError(RuntimeError):
+    """MuJoCo could not open an offscreen rendering context for the selected MUJOCO_GL backend."""
+
+
+def backend_hint() -> str:
+    """One line that says how to get a working MUJOCO_GL backend."""
+    gl = os.environ.get("MUJOCO_GL", "")
+    return (
+        f"MuJoCo could not render headless with MUJOCO_GL={gl!r}: install EGL "
+        "(Debian/Ubuntu: apt-get install libegl1 libgl1) and set MUJOCO_GL=egl, "
+        "or install OSMesa (libosmesa6) and set MUJOCO_GL=osmesa"
+    )
+
+
+class OffscreenCamera:
+    """Renders RGB frames of a MuJoCo model from a named camera.
+
+    Args:
+        model, data: the MuJoCo model and data to render (``data`` is read at each ``render``).
+        camera: a camera name in the model.
+        height, width: image size in pixels.
+
+    Raises:
+        RenderBackendError: no offscreen context could be created (message says what to install).
+        ValueError: the camera does not exist.
+    """
+
+    def __init__(self, model: mujoco.MjModel, camera: str, height: int = 128, width: int = 128):
+        if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
+            raise ValueError(f"camera {camera!r} is not in the model")
+        model.vis.quality.offsamples = 0
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+        try:
+            self._renderer = mujoco.Renderer(model, height=height, width=width)
+        except Exception as e:  # the backends raise many types (ImportError, EGLError, ...)
+            raise RenderBackendError(f"{backend_hint()} ({type(e).__name__}: {e})") from e
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self.camera = camera
+        self.shape = (height, width, 3)
+
+    def render(self, data: mujoco.MjData) -> np.ndarray:
+        """Return an RGB frame, uint8 of shape (height, width, 3)."""
+        self._renderer.update_scene(data, camera=self.camera)
+        return self._renderer.render()
+
+    def close(self) -> None:
+        self._renderer.close()
+
+
+def check_render_backend() -> None:
+    """Render one frame of a tiny scene; raise ``RenderBackendError`` with a one-line fix if not."""
+    model = mujoco.MjModel.from_xml_string(
+        "<mujoco><worldbody><camera name='c' pos='0 -1 0' xyaxes='1 0 0 0 0 1'/>"
+        "<geom type='sphere' size='0.1'/></worldbody></mujoco>"
+    )
+    try:
+        camera = OffscreenCamera(model, "c", 8, 8)
+        camera.render(mujoco.MjData(model))
+        camera.close()
+    except RenderBackendError:
+        raise
+    except Exception as e:
+        raise RenderBackendError(f"{backend_hint()} ({type(e).__name__}: {e})") from e

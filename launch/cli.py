@@ -29,18 +29,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tether.robot.dataset import DatasetError, DatasetExistsError
     from tether.robot.runner import PolicyLoadError
     from tether.robot.spec import SpecError, SpecMismatchError
+    from tether.sim.gl import RenderBackendError
     from tether.sim.metaworld import UnknownTaskError
 
     errors: list[type[BaseException]] = [
         OutputExistsError, RobotLinkError, DatasetError, DatasetExistsError, PolicyLoadError,
-        SpecError, SpecMismatchError, UnknownTaskError, FileNotFoundError,
+        SpecError, SpecMismatchError, UnknownTaskError, RenderBackendError, FileNotFoundError,
     ]
-    try:
-        from tether.sim.render import RenderBackendError
-
-        errors.append(RenderBackendError)
-    except ImportError:  # robot-side install without MuJoCo
-        pass
     return tuple(errors)
 
 

@@ -94,18 +94,18 @@ def run(cmd: DemoCommand) -> dict:
 
     Raises:
         tether.sim.metaworld.UnknownTaskError, OutputExistsError,
-        tether.sim.render.RenderBackendError: each with a one-line message saying what to do.
+        tether.sim.gl.RenderBackendError: each with a one-line message saying what to do.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tether.launch.export import ExportCommand, export
     from tether.launch.train import TrainCommand, train_beso
     from tether.sim.metaworld import check_tasks
-    from tether.sim.render import check_render_backend
+    from tether.sim.gl import check_render_backend
 
+    check_render_backend()  # first: MetaWorld imports MuJoCo, which fails on a bad MUJOCO_GL
     check_tasks(cmd.tasks)
     prepare_output(cmd.out, cmd.overwrite)
-    check_render_backend()
     demos = cmd.demos_per_task or (12 if cmd.quick else 40)
     steps = cmd.train_steps or (2500 if cmd.quick else 12000)
     out, logs = cmd.out, cmd.out / "logs"

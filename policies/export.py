@@ -11,6 +11,8 @@ statistics, parameter count), both JSON.
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +80,12 @@ def export_beso(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with torch.no_grad():
+    # The exporter logs every op library it does not find (torchvision, ...): not our concern.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         program = torch.onnx.export(
             graph,
             example,
@@ -89,6 +96,7 @@ def export_beso(
             dynamo=True,
             verbose=False,
         )
+    onnx_log.setLevel(level)
     proto = program.model_proto
     policy_spec = RobotSpec(
         spec.robot_type,

@@ -114,7 +114,7 @@ def decode(frame: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     schema = SCHEMA.get(msg_type) if isinstance(msg_type, str) else None
     if schema is None:
         raise ProtocolError(f"unknown message type {msg_type!r}")
-    if not isinstance(msg.get("seq"), int) or not isinstance(msg.get("t"), float):
+    if type(msg.get("seq")) is not int or type(msg.get("t")) is not float:
         raise ProtocolError(f"{msg_type}: header needs an integer 'seq' and a float 't'")
     for name, types in schema.items():
         if name not in msg:

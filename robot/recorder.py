@@ -43,48 +43,35 @@ class _Episode:
         self.columns.setdefault(key, []).append(value)
 
 
-class Recorder:
-    """Record the robot server at ``address`` into ``writer``.
+class EpisodeAssembler:
+    """Turns the state stream of a robot server into complete episodes.
 
-    Args:
-        address: the robot server.
-        writer: an open ``DatasetWriter`` whose spec matches the server's.
-        default_task: task string for episodes whose state carries none (hardware).
+    ``handle(state)`` returns ``(frames, task)`` when a state finishes an episode, else None;
+    ``frames`` maps each observation key, ``action`` and ``next.reward``/``next.success``/
+    ``next.done`` to an array [length, ...].
     """
 
-    def __init__(self, address: str, writer: DatasetWriter, default_task: str = "default"):
-        self.address = address
-        self.writer = writer
-        self.default_task = default_task
+    def __init__(self) -> None:
         self.stats = RecorderStats()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._current: _Episode | None = None
-        self._client = RobotClient(address, role="observer", name="recorder")
-        spec = self._client.connect()
-        # The dataset is written for the writer's spec: the server must provide every feature.
-        spec.check_policy(writer.spec, tasks=())
 
-    def handle(self, state: dict) -> None:
-        """Process one state message (public so a recorder can be fed from any source)."""
+    def handle(self, state: dict) -> tuple[dict[str, np.ndarray], str | None] | None:
         ep = self._current
         if ep is None or state["episode"] != ep.episode:
             if ep is not None:
                 self._drop(ep, "a new episode started before it finished")
             self._current = None
             if state["step"] != 0 or state["done"]:
-                return  # joined mid-episode: wait for the next reset
-            self._current = _Episode(
-                state["episode"], state["task"], 0, dict(state["observation"])
-            )
-            return
+                return None  # joined mid-episode, or idle: wait for the next reset
+            self._current = _Episode(state["episode"], state["task"], 0, dict(state["observation"]))
+            return None
         if state["step"] == ep.last_step:
-            return  # the server idles (episode done, waiting for a reset)
+            return None  # the server idles (episode done, waiting for a reset)
         if state["step"] != ep.last_step + 1 or state["action"] is None:
             self.stats.gaps += 1
             self._current = None
             self._drop(ep, f"gap in the state stream (step {ep.last_step} -> {state['step']})")
-            return
+            return None
         for key, value in ep.pending.items():
             ep.add(key, value)
         ep.add("action", state["action"])
@@ -93,17 +80,53 @@ class Recorder:
         ep.add("next.done", state["done"])
         ep.pending = dict(state["observation"])
         ep.last_step = state["step"]
-        if state["done"]:
-            self._current = None
-            frames = {k: np.stack(v) for k, v in ep.columns.items()}
-            index = self.writer.add_episode(frames, ep.task or self.default_task)
-            self.stats.episodes_written += 1
-            self.stats.frames_written += ep.last_step
-            log.info("recorded episode %d (%d frames, task %r)", index, ep.last_step, ep.task)
+        if not state["done"]:
+            return None
+        self._current = None
+        return {k: np.stack(v) for k, v in ep.columns.items()}, ep.task
 
     def _drop(self, ep: _Episode, why: str) -> None:
         self.stats.episodes_dropped += 1
         log.warning("dropped episode %d of the robot server: %s", ep.episode, why)
+
+
+class Recorder:
+    """Record the robot server at ``address`` into ``writer`` (in a background thread).
+
+    Args:
+        address: the robot server.
+        writer: an open ``DatasetWriter``; the server must provide every feature of its spec.
+        default_task: task string for episodes whose state carries none (hardware).
+
+    Raises:
+        tether.robot.spec.SpecMismatchError: the server's spec does not fit the dataset's.
+        tether.robot.client.RobotLinkError: the server does not answer.
+    """
+
+    def __init__(self, address: str, writer: DatasetWriter, default_task: str = "default"):
+        self.writer = writer
+        self.default_task = default_task
+        self.assembler = EpisodeAssembler()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = RobotClient(address, role="observer", name="recorder")
+        spec = self._client.connect()
+        spec.check_policy(writer.spec, tasks=())
+
+    @property
+    def stats(self) -> RecorderStats:
+        return self.assembler.stats
+
+    def handle(self, state: dict) -> None:
+        """Process one state message; writes the episode it completes, if any."""
+        done = self.assembler.handle(state)
+        if done is None:
+            return
+        frames, task = done
+        index = self.writer.add_episode(frames, task or self.default_task)
+        self.stats.episodes_written += 1
+        self.stats.frames_written += len(frames["action"])
+        log.info("recorded episode %d (%d frames, task %r)", index, len(frames["action"]), task)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

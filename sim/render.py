@@ -6,24 +6,10 @@ shadows, reflections and multisampling off, which is what ``OffscreenCamera`` do
 
 from __future__ import annotations
 
-import os
-
 import mujoco
 import numpy as np
 
-
-class RenderBackendError(RuntimeError):
-    """MuJoCo could not open an offscreen rendering context for the selected MUJOCO_GL backend."""
-
-
-def backend_hint() -> str:
-    """One line that says how to get a working MUJOCO_GL backend."""
-    gl = os.environ.get("MUJOCO_GL", "")
-    return (
-        f"MuJoCo could not render headless with MUJOCO_GL={gl!r}: install EGL "
-        "(Debian/Ubuntu: apt-get install libegl1 libgl1) and set MUJOCO_GL=egl, "
-        "or install OSMesa (libosmesa6) and set MUJOCO_GL=osmesa"
-    )
+from tether.sim.gl import RenderBackendError, backend_hint
 
 
 class OffscreenCamera:
@@ -48,7 +34,8 @@ class OffscreenCamera:
         try:
             self._renderer = mujoco.Renderer(model, height=height, width=width)
         except Exception as e:  # the backends raise many types (ImportError, EGLError, ...)
-            raise RenderBackendError(f"{backend_hint()} ({type(e).__name__}: {e})") from e
+            detail = " ".join(str(e).split())
+            raise RenderBackendError(f"{backend_hint()} ({type(e).__name__}: {detail})") from e
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self.camera = camera
@@ -62,18 +49,3 @@ class OffscreenCamera:
     def close(self) -> None:
         self._renderer.close()
 
-
-def check_render_backend() -> None:
-    """Render one frame of a tiny scene; raise ``RenderBackendError`` with a one-line fix if not."""
-    model = mujoco.MjModel.from_xml_string(
-        "<mujoco><worldbody><camera name='c' pos='0 -1 0' xyaxes='1 0 0 0 0 1'/>"
-        "<geom type='sphere' size='0.1'/></worldbody></mujoco>"
-    )
-    try:
-        camera = OffscreenCamera(model, "c", 8, 8)
-        camera.render(mujoco.MjData(model))
-        camera.close()
-    except RenderBackendError:
-        raise
-    except Exception as e:
-        raise RenderBackendError(f"{backend_hint()} ({type(e).__name__}: {e})") from e

@@ -1,0 +1,85 @@
+"""The command line: verbs, one-line errors for bad input, and the torch-free deployment path."""
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tether(*args, env=None, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "tether.launch.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_lists_every_verb_with_one_line():
+    out = tether("--help").stdout
+    for verb in ("demo", "serve", "collect", "train", "export", "eval"):
+        assert f"• {verb}" in out
+
+
+def test_unknown_task_is_a_one_line_error(tmp_path):
+    proc = tether("demo", "--out", str(tmp_path / "run"), "--tasks", "reach-v3", "drawer-opn-v3")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "tether: error: unknown MetaWorld task 'drawer-opn-v3'; did you mean drawer-open-v3"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_output_folder_with_an_older_run_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "report.json").write_text("{}")
+    proc = tether("demo", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds an earlier run: pass --overwrite" in lines[0]
+    assert (tmp_path / "run" / "report.json").read_text() == "{}"  # nothing was touched
+
+
+def test_missing_render_backend_is_a_one_line_error(tmp_path):
+    proc = tether("demo", "--out", str(tmp_path / "run"), env={"MUJOCO_GL": "not-a-backend"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("tether: error: MuJoCo could not render headless with MUJOCO_GL='not-a-backend'")
+    assert "set MUJOCO_GL=egl" in lines[0]
+
+
+def test_deployment_path_imports_no_torch():
+    code = (
+        "import sys\n"
+        "import tether.robot.server, tether.robot.client, tether.robot.runner, tether.robot.recorder\n"
+        "import tether.robot.dataset, tether.robot.drivers.pointmass, tether.launch.cli\n"
+        "import tether.launch.eval, tether.launch.serve\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_every_subpackage_is_in_pyproject():
+    """A folder with an __init__.py that pyproject does not list would be missing from wheels."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    for prefix, folder in config["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            name = ".".join([prefix, *rel.parts])
+            assert name in listed, f"{name} ({init.parent}) is not in pyproject's packages"
+
+
+@pytest.mark.parametrize("verb", ["serve", "collect", "train", "export", "eval"])
+def test_verb_help(verb):
+    proc = tether(verb, "--help")
+    assert proc.returncode == 0 and "usage: tether " + verb in proc.stdout

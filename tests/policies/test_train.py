@@ -1,0 +1,57 @@
+"""The shared training loop: EMA, checkpoints, resume, learning curve."""
+
+import torch
+from torch import nn
+
+from tether.policies.configs import TrainConfig
+from tether.policies.train import train
+
+
+class Regression(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 1)
+
+    def loss(self, x, y):
+        return ((self.linear(x) - y) ** 2).mean()
+
+
+def batches():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.tensor([[1.0], [-2.0], [0.5]])
+
+    def sample(step):
+        x = torch.randn(64, 3, generator=gen)
+        return {"x": x, "y": x @ w}
+
+    return sample
+
+
+def test_trains_writes_curve_and_checkpoint(tmp_path):
+    cfg = TrainConfig(steps=300, lr=3e-2, warmup_steps=10, checkpoint_every=100, ema_decay=0.9)
+    result = train(Regression(), batches(), cfg, tmp_path)
+    assert result.losses[-1] < 0.01 * result.losses[0]
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert (tmp_path / "checkpoints/last.pt").exists()
+    torch.testing.assert_close(result.ema.linear.weight, torch.tensor([[1.0, -2.0, 0.5]]), atol=0.05, rtol=0)
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    short = TrainConfig(steps=100, lr=1e-2, warmup_steps=10, checkpoint_every=50)
+    train(Regression(), batches(), short, tmp_path)
+    steps_seen = []
+    long = TrainConfig(steps=150, lr=1e-2, warmup_steps=10, checkpoint_every=50)
+    result = train(Regression(), batches(), long, tmp_path, on_step=lambda s, l: steps_seen.append(s), resume=True)
+    assert steps_seen == list(range(100, 150))  # only the remaining steps ran
+    assert result.steps[0] == 0 and result.steps[-1] == 149  # history kept across the resume
+
+
+def test_non_finite_loss_stops_training(tmp_path):
+    class Broken(Regression):
+        def loss(self, x, y):
+            return super().loss(x, y) * float("nan")
+
+    import pytest
+
+    with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
+        train(Broken(), batches(), TrainConfig(steps=5), tmp_path)

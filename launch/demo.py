@@ -46,7 +46,9 @@ class DemoCommand:
     demos_per_task: int | None = None
     """Expert episodes per task (default 40, quick 12)."""
     train_steps: int | None = None
-    """Gradient steps (default 12000, quick 2500)."""
+    """Gradient steps (default 8000, quick 1500)."""
+    batch_size: int = 128
+    """Training batch size (windows)."""
     eval_episodes: int = 20
     """Evaluation episodes per task."""
     max_episode_steps: int = 200
@@ -107,7 +109,7 @@ def run(cmd: DemoCommand) -> dict:
     check_tasks(cmd.tasks)
     prepare_output(cmd.out, cmd.overwrite)
     demos = cmd.demos_per_task or (12 if cmd.quick else 40)
-    steps = cmd.train_steps or (2500 if cmd.quick else 12000)
+    steps = cmd.train_steps or (1500 if cmd.quick else 8000)
     out, logs = cmd.out, cmd.out / "logs"
     (out / "config.json").write_text(json.dumps(asdict(cmd), indent=2, default=str))
     timings: dict[str, float] = {}
@@ -146,7 +148,7 @@ def run(cmd: DemoCommand) -> dict:
         progress.start_task(bars["train"])
         t0 = time.perf_counter()
         train_cmd = TrainCommand(
-            out / "dataset", out / "train", BesoConfig(), TrainConfig(steps=steps, seed=cmd.seed)
+            out / "dataset", out / "train", BesoConfig(), TrainConfig(steps=steps, batch_size=cmd.batch_size, seed=cmd.seed)
         )
         checkpoint, _, _ = train_beso(
             train_cmd,

@@ -63,7 +63,8 @@ def run_episode(client: RobotClient, runner: PolicyRunner, task: str, seed: int,
         client.send_action(action, state["seq"])
         latencies.append(time.perf_counter() - received)
         state = client.latest_state()
-        periods.append(state["timing"]["period_s"])
+        if state["step"] > 1:  # the first period of an episode also spans the reset
+            periods.append(state["timing"]["period_s"])
 
 
 def evaluate(cmd: EvalCommand, on_episode=None) -> dict:

@@ -79,7 +79,6 @@ class RobotServer:
         self.max_message_bytes = max_message_bytes
         self.stats = ServerStats()
         self._controllers: set[bytes] = set()
-        self._observers: set[bytes] = set()
         self._command: _Command | None = None
         self._reset_request: tuple[bytes, str | None, int | None] | None = None
         self._seq = 0
@@ -103,14 +102,14 @@ class RobotServer:
         kind = msg["type"]
         if kind == "hello":
             self._hello(identity, msg)
+        elif kind == "heartbeat":
+            pass
         elif identity not in self._controllers:
             self.stats.rejected["not_a_controller"] += 1
         elif kind == "command":
             self._accept_command(msg)
         elif kind == "reset":
             self._reset_request = (identity, msg["task"], msg["seed"])
-        elif kind == "heartbeat":
-            pass
         else:
             self.stats.rejected["unexpected_type"] += 1
 
@@ -128,7 +127,9 @@ class RobotServer:
             log.warning("refused client %r: %s", msg["client"], e)
             self._reply(identity, "refused", reason=str(e))
             return
-        (self._controllers if msg["role"] == "controller" else self._observers).add(identity)
+        self._controllers.discard(identity)
+        if msg["role"] == "controller":
+            self._controllers.add(identity)
         log.info("client %r connected as %s", msg["client"], msg["role"])
         self._reply(identity, "welcome", spec=self.spec.to_dict(), server=self.spec.robot_type)
 

@@ -12,6 +12,9 @@ import numpy as np
 from tether.robot.driver import Observation, Robot
 from tether.robot.spec import RobotSpec
 
+# MetaWorld's corner cameras are mounted upside down in its MJCF: their frames are rotated 180°.
+_UPSIDE_DOWN = {"corner", "corner2", "corner3"}
+
 
 class MetaWorldRobot(Robot):
     """A Sawyer arm in MetaWorld that can be reset to any of ``tasks``.
@@ -69,7 +72,10 @@ class MetaWorldRobot(Robot):
     def _observation(self, state: np.ndarray, **kw) -> Observation:
         values = {"observation.state": state}
         for cam in self._cams[self._task.name]:
-            values[f"observation.images.{cam.camera}"] = cam.render(self._task.data)
+            image = cam.render(self._task.data)
+            if cam.camera in _UPSIDE_DOWN:
+                image = np.ascontiguousarray(image[::-1, ::-1])
+            values[f"observation.images.{cam.camera}"] = image
         return Observation(values, **kw)
 
     def reset(self, task: str | None, seed: int | None) -> Observation:

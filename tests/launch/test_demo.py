@@ -1,0 +1,58 @@
+"""`tether demo` end to end: the default suite runs --quick; the full run is marked slow."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tether.robot.dataset import Dataset
+from tether.robot.runner import PolicyRunner
+from tether.robot.video import read_mp4
+
+TASKS = ("reach-v3", "drawer-open-v3", "button-press-topdown-v3")
+
+
+def run_demo(out, *args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether.launch.cli", "demo", "--out", str(out), *args],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "report.json").read_text())
+
+
+def check_report(out, report, min_success):
+    assert report["success_rate"] >= min_success, report["tasks"]
+    assert set(report["tasks"]) == set(TASKS)
+    for task, r in report["tasks"].items():
+        assert r["episodes"] >= 20
+        assert 0 < r["mean_episode_length"] <= 200
+        frames = read_mp4(report["videos"][task])
+        assert frames.shape[1:] == (128, 128, 3) and len(frames) > 10
+    lat = report["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"]
+    assert set(report["timings_s"]) >= {"collect", "train", "eval"}
+    assert report["evaluation"]["runner_imported_torch"] is False
+    assert report["policy"]["onnx_torch_max_abs_diff"] <= 1e-4
+    # evaluation seeds never overlap the collection seeds
+    assert report["evaluation"]["seeds"][0] > report["collection"]["seeds"][1]
+    for name in ("report.md", "report.png", "config.json"):
+        assert (out / name).stat().st_size > 0
+    dataset = Dataset(report["dataset"])
+    assert len(dataset) == report["collection"]["episodes"] and sorted(dataset.tasks) == sorted(TASKS)
+    assert "observation.images.corner" in dataset.video_keys
+    runner = PolicyRunner(report["policy"]["onnx"])
+    assert runner.spec.control_rate_hz == 80.0 and runner.meta["num_steps"] == 3
+    assert report["policy"]["parameters"] == runner.meta["parameters"]
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    check_report(out, run_demo(out, "--quick"), min_success=0.5)
+
+
+@pytest.mark.slow
+def test_full_demo(tmp_path):
+    out = tmp_path / "demo"
+    check_report(out, run_demo(out), min_success=0.8)

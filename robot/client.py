@@ -152,6 +152,14 @@ class RobotClient:
         ref = self._last_state_seq if ref_seq is None else ref_seq
         self._send("command", action=np.asarray(action, dtype=np.float32), ref_seq=int(ref))
 
+    def estop(self, reason: str = "operator") -> None:
+        """Trip the robot's e-stop (latched: only ``clear_estop`` releases it)."""
+        self._send("estop", reason=reason)
+
+    def clear_estop(self) -> None:
+        """Release a latched e-stop (controllers only)."""
+        self._send("clear_estop")
+
     def close(self) -> None:
         self._dealer.close()
         self._sub.close()

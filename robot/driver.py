@@ -64,6 +64,11 @@ class Robot(abc.ABC):
         complete), else None.
         """
 
+    def estop(self) -> None:  # noqa: B027 (optional hook, not abstract)
+        """Engage the hardware's own stop (brakes, stop category 1/2), at the first tick after the
+        e-stop trips. The default does nothing more than the server does anyway: no command
+        reaches the driver and ``hold()`` runs on every tick of an episode while it is latched."""
+
     @abc.abstractmethod
     def observe(self) -> Observation:
         """Read the current observation (after the last ``act``/``hold``)."""

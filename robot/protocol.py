@@ -35,6 +35,8 @@ SCHEMA: dict[str, dict[str, tuple[type | None, ...]]] = {
     "command": {"action": (np.ndarray,), "ref_seq": (int,)},
     "reset": {"task": (str, type(None)), "seed": (int, type(None))},
     "heartbeat": {},
+    "estop": {"reason": (str,)},
+    "clear_estop": {},
     # server -> client (ROUTER replies)
     "welcome": {"spec": (dict,), "server": (str,)},
     "refused": {"reason": (str,)},
@@ -49,6 +51,8 @@ SCHEMA: dict[str, dict[str, tuple[type | None, ...]]] = {
         "reward": (float,),
         "success": (bool,),
         "done": (bool,),
+        "estop": (bool,),
+        "events": (list,),
         "timing": (dict,),
     },
 }

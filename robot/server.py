@@ -23,6 +23,7 @@ import zmq
 
 from tether.robot import protocol
 from tether.robot.driver import Observation, Robot
+from tether.robot.safety import SafetyFilter, SafetyViolation
 from tether.robot.spec import RobotSpec, SpecError, SpecMismatchError
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,9 @@ class ServerStats:
     holds: int = 0
     episodes: int = 0
     watchdog_trips: int = 0
+    estops: int = 0
     rejected: Counter = field(default_factory=Counter)
+    clipped: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -78,6 +81,9 @@ class RobotServer:
         self.watchdog_s = watchdog_s
         self.max_message_bytes = max_message_bytes
         self.stats = ServerStats()
+        self.safety = SafetyFilter(self.spec)
+        self.stats.clipped = self.safety.counts
+        self._clients: set[bytes] = set()
         self._controllers: set[bytes] = set()
         self._command: _Command | None = None
         self._reset_request: tuple[bytes, str | None, int | None] | None = None
@@ -88,7 +94,11 @@ class RobotServer:
         self._done = True
         self._obs: Observation | None = None
         self._last_command_t = 0.0
+        self._last_applied: np.ndarray | None = None
         self._watchdog_tripped = False
+        self._estop = False
+        self._estop_pending = False
+        self._events: list[str] = []
         self.ready = threading.Event()
 
     # ----------------------------------------------------------------------------- network side
@@ -102,14 +112,23 @@ class RobotServer:
         kind = msg["type"]
         if kind == "hello":
             self._hello(identity, msg)
+        elif identity not in self._clients:
+            self.stats.rejected["no_handshake"] += 1
         elif kind == "heartbeat":
             pass
+        elif kind == "estop":  # any connected client may stop the robot
+            self._trip_estop(msg["reason"])
         elif identity not in self._controllers:
             self.stats.rejected["not_a_controller"] += 1
         elif kind == "command":
             self._accept_command(msg)
         elif kind == "reset":
             self._reset_request = (identity, msg["task"], msg["seed"])
+        elif kind == "clear_estop":
+            if self._estop:
+                self._estop = False
+                self._events.append("estop_cleared")
+                log.warning("e-stop cleared")
         else:
             self.stats.rejected["unexpected_type"] += 1
 
@@ -127,13 +146,26 @@ class RobotServer:
             log.warning("refused client %r: %s", msg["client"], e)
             self._reply(identity, "refused", reason=str(e))
             return
+        self._clients.add(identity)
         self._controllers.discard(identity)
         if msg["role"] == "controller":
             self._controllers.add(identity)
         log.info("client %r connected as %s", msg["client"], msg["role"])
         self._reply(identity, "welcome", spec=self.spec.to_dict(), server=self.spec.robot_type)
 
+    def _trip_estop(self, reason: str) -> None:
+        if not self._estop:
+            self._estop = True
+            self.stats.estops += 1
+            self._events.append("estop")
+            self._command = None
+            self._estop_pending = True
+            log.error("E-STOP: %s (latched until a controller sends clear_estop)", reason)
+
     def _accept_command(self, msg: dict) -> None:
+        if self._estop:
+            self.stats.rejected["estop"] += 1
+            return
         if self._done:
             self.stats.rejected["no_episode"] += 1
             return
@@ -141,8 +173,8 @@ class RobotServer:
             self.stats.rejected["stale"] += 1
             return
         try:
-            action = self.spec.action.validate("action", msg["action"])
-        except SpecError as e:
+            action = self.safety.check(msg["action"])
+        except SafetyViolation as e:
             self.stats.rejected["invalid_action"] += 1
             log.debug("dropped a command: %s", e)
             return
@@ -170,50 +202,66 @@ class RobotServer:
                     self._handle(parts[0], parts[1])
 
     # ------------------------------------------------------------------------------ robot side
+    def _reset(self) -> None:
+        identity, task, seed = self._reset_request
+        self._reset_request = None
+        if self._estop:
+            self._reply(identity, "refused", reason="reset refused: the e-stop is latched")
+            return
+        try:
+            self._obs = self.robot.reset(task, seed)
+        except (ValueError, RuntimeError) as e:
+            self._reply(identity, "refused", reason=f"reset failed: {e}")
+            return
+        self._episode += 1
+        self._step = 0
+        self._task = task or (self.spec.tasks[0] if self.spec.tasks else None)
+        self._done = False
+        self._command = None
+        self._last_applied = None
+        self._last_command_t = time.monotonic()
+        self._watchdog_tripped = False
+        self.stats.episodes += 1
+        self._reply(identity, "reset_done", episode=self._episode, task=self._task)
+
+    def _step_robot(self) -> tuple[np.ndarray | None, float | None]:
+        """Apply the pending command (or hold) for one tick; returns (applied action, its age s)."""
+        command, self._command = self._command, None
+        age = None
+        if command is not None and not self._estop:
+            applied = self.safety.limit(command.action, self._last_applied, self._obs.values)
+            self.robot.act(applied)
+            age = time.monotonic() - command.received
+            self._last_command_t = command.received
+            self._watchdog_tripped = False
+            self.stats.commands_applied += 1
+        else:
+            applied = self.robot.hold()
+            self.stats.holds += 1
+            silent = time.monotonic() - self._last_command_t
+            if not self._watchdog_tripped and silent > self.watchdog_s:
+                self._watchdog_tripped = True
+                self.stats.watchdog_trips += 1
+                self._events.append("watchdog")
+                log.warning("watchdog: no valid command for %.3f s, holding", self.watchdog_s)
+        if applied is not None:
+            self._last_applied = applied
+        self._obs = self.robot.observe()
+        self._step += 1
+        self._done = self._obs.done
+        return applied, age
+
     def _tick(self, period_s: float) -> None:
         start = time.perf_counter()
-        applied = None
-        age = None
+        applied, age = None, None
+        if self._estop_pending:
+            self._estop_pending = False
+            self.robot.estop()
         if self._reset_request is not None:
-            identity, task, seed = self._reset_request
-            self._reset_request = None
-            try:
-                self._obs = self.robot.reset(task, seed)
-            except (ValueError, RuntimeError) as e:
-                self._reply(identity, "refused", reason=f"reset failed: {e}")
-                return
-            self._episode += 1
-            self._step = 0
-            self._task = task or (self.spec.tasks[0] if self.spec.tasks else None)
-            self._done = False
-            self._command = None
-            self._last_command_t = time.monotonic()
-            self._watchdog_tripped = False
-            self.stats.episodes += 1
-            self._reply(identity, "reset_done", episode=self._episode, task=self._task)
+            self._reset()
         elif not self._done:
-            command, self._command = self._command, None
-            if command is not None:
-                self.robot.act(command.action)
-                applied = command.action
-                age = time.monotonic() - command.received
-                self._last_command_t = command.received
-                self._watchdog_tripped = False
-                self.stats.commands_applied += 1
-            else:
-                applied = self.robot.hold()
-                self.stats.holds += 1
-                if (
-                    not self._watchdog_tripped
-                    and time.monotonic() - self._last_command_t > self.watchdog_s
-                ):
-                    self._watchdog_tripped = True
-                    self.stats.watchdog_trips += 1
-                    log.warning("watchdog: no valid command for %.3f s, holding", self.watchdog_s)
-            self._obs = self.robot.observe()
-            self._step += 1
-            self._done = self._obs.done
-        compute_s = time.perf_counter() - start
+            applied, age = self._step_robot()
+        obs = self._obs
         self._seq += 1
         self._pub.send(
             protocol.encode(
@@ -222,15 +270,22 @@ class RobotServer:
                 episode=self._episode,
                 step=self._step,
                 task=self._task,
-                observation={} if self._obs is None else self._obs.values,
+                observation={} if obs is None else obs.values,
                 action=applied,
-                reward=0.0 if self._obs is None else float(self._obs.reward),
-                success=False if self._obs is None else bool(self._obs.success),
+                reward=0.0 if obs is None else float(obs.reward),
+                success=False if obs is None else bool(obs.success),
                 done=bool(self._done),
-                timing={"period_s": period_s, "compute_s": compute_s, "command_age_s": age},
+                estop=self._estop,
+                events=self._events,
+                timing={
+                    "period_s": period_s,
+                    "compute_s": time.perf_counter() - start,
+                    "command_age_s": age,
+                },
             ),
             copy=False,
         )
+        self._events = []
 
     def run(self, stop: threading.Event | None = None, duration_s: float | None = None) -> ServerStats:
         """Bind, connect the robot and run the control loop until ``stop`` is set (or for

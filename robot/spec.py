@@ -103,6 +103,42 @@ class Feature:
 
 
 @dataclass(frozen=True)
+class SafetySpec:
+    """Limits the safety layer (``tether.robot.safety``) applies to every command.
+
+    Attributes:
+        max_delta_per_tick: per action element, the largest change from the previously applied
+            action in one control tick (action units), or None.
+        workspace_low, workspace_high: end-effector box (m) in the frame of the state's
+            ``ee_state_names``; commands that push further out on an axis are zeroed on it.
+        ee_state_names: names in ``observation.state`` of the end-effector x, y, z (m).
+        ee_action_axes: action elements that move the end effector along x, y, z (delta actions).
+    """
+
+    max_delta_per_tick: tuple[float, ...] | None = None
+    workspace_low: tuple[float, ...] | None = None
+    workspace_high: tuple[float, ...] | None = None
+    ee_state_names: tuple[str, ...] = ()
+    ee_action_axes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for attr in ("max_delta_per_tick", "workspace_low", "workspace_high", "ee_action_axes"):
+            if getattr(self, attr) is not None:
+                object.__setattr__(self, attr, tuple(getattr(self, attr)))
+        object.__setattr__(self, "ee_state_names", tuple(self.ee_state_names))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SafetySpec:
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise SpecError(f"malformed safety spec {d!r}: {e}") from e
+
+
+@dataclass(frozen=True)
 class RobotSpec:
     """A robot's interface: what it observes, what it accepts, how fast it runs.
 
@@ -112,6 +148,7 @@ class RobotSpec:
         observation: feature key -> Feature (``observation.state``, ``observation.images.*``).
         action: the command the robot accepts each tick.
         tasks: task names the robot can be reset to (a simulator's tasks; empty for hardware).
+        safety: the limits applied to every command (the robot's own; policies need not match).
     """
 
     robot_type: str
@@ -119,6 +156,7 @@ class RobotSpec:
     observation: dict[str, Feature]
     action: Feature
     tasks: tuple[str, ...] = field(default=())
+    safety: SafetySpec = field(default_factory=SafetySpec)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -140,6 +178,7 @@ class RobotSpec:
             "observation": {k: f.to_dict() for k, f in self.observation.items()},
             "action": self.action.to_dict(),
             "tasks": list(self.tasks),
+            "safety": self.safety.to_dict(),
         }
 
     def to_json(self) -> str:
@@ -157,6 +196,7 @@ class RobotSpec:
                 observation={str(k): Feature.from_dict(v) for k, v in d["observation"].items()},
                 action=Feature.from_dict(d["action"]),
                 tasks=tuple(str(t) for t in d.get("tasks", ())),
+                safety=SafetySpec.from_dict(d.get("safety") or {}),
             )
         except (KeyError, AttributeError, TypeError) as e:
             raise SpecError(f"malformed robot spec: missing or bad field {e}") from e

@@ -10,7 +10,7 @@ import sys
 
 import tyro
 
-from tether.launch import collect, demo, eval as eval_verb, export, serve, train
+from tether.launch import collect, demo, eval as eval_verb, export, keys, serve, train
 
 VERBS = {
     "demo": (demo.DemoCommand, demo.main),
@@ -19,6 +19,7 @@ VERBS = {
     "train": (train.TrainCommand, train.main),
     "export": (export.ExportCommand, export.main),
     "eval": (eval_verb.EvalCommand, eval_verb.main),
+    "keys": (keys.KeysCommand, keys.main),
 }
 
 
@@ -28,12 +29,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tether.robot.client import RobotLinkError
     from tether.robot.dataset import DatasetError, DatasetExistsError
     from tether.robot.runner import PolicyLoadError
+    from tether.robot.security import InsecureBindError
     from tether.robot.spec import SpecError, SpecMismatchError
     from tether.sim.gl import RenderBackendError
     from tether.sim.metaworld import UnknownTaskError
 
     errors: list[type[BaseException]] = [
-        OutputExistsError, RobotLinkError, DatasetError, DatasetExistsError, PolicyLoadError,
+        OutputExistsError, RobotLinkError, InsecureBindError, FileExistsError, DatasetError, DatasetExistsError, PolicyLoadError,
         SpecError, SpecMismatchError, UnknownTaskError, RenderBackendError, FileNotFoundError,
     ]
     return tuple(errors)

@@ -103,9 +103,11 @@ def run(cmd: DemoCommand) -> dict:
     from tether.launch.export import ExportCommand, export
     from tether.launch.train import TrainCommand, train_beso
     from tether.sim.metaworld import check_tasks
-    from tether.sim.gl import check_render_backend
+    from tether.sim.gl import check_render_backend_isolated
 
-    check_render_backend()  # first: MetaWorld imports MuJoCo, which fails on a bad MUJOCO_GL
+    # First (MetaWorld imports MuJoCo, which fails on a bad MUJOCO_GL), and in a child process:
+    # this process trains later and must not load Mesa's GL before torch (see tether.sim.gl).
+    check_render_backend_isolated()
     check_tasks(cmd.tasks)
     prepare_output(cmd.out, cmd.overwrite)
     demos = cmd.demos_per_task or (12 if cmd.quick else 40)

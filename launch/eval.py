@@ -19,6 +19,7 @@ import tyro
 
 from tether.robot.client import RobotClient
 from tether.robot.runner import PolicyRunner
+from tether.robot.security import ClientKeys
 from tether.robot.video import write_mp4
 
 
@@ -40,6 +41,10 @@ class EvalCommand:
     """Seed of each task's first episode; episode k uses seed + k."""
     videos_per_task: int = 1
     """How many episodes per task to save as MP4 (needs a camera on the server)."""
+    client_key: Path | None = None
+    """This client's secret key (.key_secret), for a server with CurveZMQ keys."""
+    server_public_key: Path | None = None
+    """The server's public key (.key), with --client-key."""
     progress_lines: bool = False
     """Print 'progress DONE TOTAL' lines instead of a progress bar (for a parent process)."""
 
@@ -81,7 +86,12 @@ def evaluate(cmd: EvalCommand, on_episode=None) -> dict:
     results: dict = {"policy": str(cmd.policy), "robot": cmd.robot, "tasks": {}, "videos": {}}
     all_latencies: list[float] = []
     all_periods: list[float] = []
-    with RobotClient(cmd.robot, spec=runner.spec, name="policy-runner") as client:
+    keys = None
+    if cmd.client_key is not None:
+        if cmd.server_public_key is None:
+            raise ValueError("--client-key needs --server-public-key")
+        keys = ClientKeys(cmd.client_key, cmd.server_public_key)
+    with RobotClient(cmd.robot, spec=runner.spec, name="policy-runner", keys=keys) as client:
         client.spec.check_policy(runner.spec, tuple(tasks))
         cameras = [k for k, f in client.spec.observation.items() if f.is_image]
         camera = cameras[0] if cameras and cmd.videos_per_task > 0 else None

@@ -6,8 +6,10 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from tether.robot.drivers.metaworld import MetaWorldRobot
+from tether.robot.security import ServerKeys
 from tether.robot.server import RobotServer
 from tether.sim.metaworld import DEFAULT_TASKS
 
@@ -30,6 +32,12 @@ class ServeConfig:
     """Episode length limit in control ticks."""
     rate_hz: float | None = None
     """Control rate; default: the robot spec's (80 Hz for MetaWorld)."""
+    server_key: Path | None = None
+    """This server's secret key (NAME.key_secret from tether keys generate): enables CurveZMQ."""
+    allowed_clients: Path | None = None
+    """Folder of the public keys (.key) of clients allowed to connect (with --server-key)."""
+    insecure: bool = False
+    """Allow a non-loopback address without keys."""
 
 
 def make_robot(cfg: ServeConfig):
@@ -41,7 +49,14 @@ def make_robot(cfg: ServeConfig):
 
 def main(cfg: ServeConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s serve %(levelname)s %(message)s")
-    server = RobotServer(make_robot(cfg), cfg.address, rate_hz=cfg.rate_hz)
+    keys = None
+    if cfg.server_key is not None:
+        if cfg.allowed_clients is None:
+            raise ValueError("--server-key needs --allowed-clients (a folder of client .key files)")
+        keys = ServerKeys(cfg.server_key, cfg.allowed_clients)
+    server = RobotServer(
+        make_robot(cfg), cfg.address, rate_hz=cfg.rate_hz, keys=keys, insecure=cfg.insecure
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -14,6 +14,7 @@ import numpy as np
 import zmq
 
 from tether.robot import protocol
+from tether.robot.security import ClientKeys
 from tether.robot.spec import RobotSpec, SpecMismatchError
 
 
@@ -31,6 +32,7 @@ class RobotClient:
             the client checks the server's spec too. None accepts the server's spec.
         name: shown in the server's log.
         timeout_s: how long to wait for the server's answers.
+        keys: this client's Curve key pair and the server's public key, for a secured server.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class RobotClient:
         spec: RobotSpec | None = None,
         name: str | None = None,
         timeout_s: float = 10.0,
+        keys: ClientKeys | None = None,
     ):
         self.address = address
         self.role = role
@@ -53,11 +56,13 @@ class RobotClient:
         ctx = zmq.Context.instance()
         self._dealer = ctx.socket(zmq.DEALER)
         self._dealer.setsockopt(zmq.LINGER, 0)
-        self._dealer.connect(cmd_ep)
         self._sub = ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.LINGER, 0)
         self._sub.setsockopt(zmq.RCVHWM, 10_000)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        if keys is not None:
+            keys.secure([self._dealer, self._sub])
+        self._dealer.connect(cmd_ep)
         self._sub.connect(state_ep)
 
     def __enter__(self) -> RobotClient:
@@ -82,7 +87,7 @@ class RobotClient:
                 return msg
         raise RobotLinkError(
             f"no {expected!r} from the robot server at {self.address} within {timeout_s:.1f} s "
-            "(is `tether serve` running there?)"
+            "(is `tether serve` running there, and does it allow this client's key?)"
         )
 
     def connect(self) -> RobotSpec:

@@ -24,6 +24,7 @@ import zmq
 from tether.robot import protocol
 from tether.robot.driver import Observation, Robot
 from tether.robot.safety import SafetyFilter, SafetyViolation
+from tether.robot.security import InsecureBindError, ServerKeys, is_loopback
 from tether.robot.spec import RobotSpec, SpecError, SpecMismatchError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ class RobotServer:
             dropped (the robot holds instead).
         watchdog_s: during an episode, no valid command for this long is logged as a watchdog
             trip (the robot holds on every tick without a command in any case).
+        keys: Curve key pair and client allow-list; without them the link is unauthenticated.
+        insecure: allow binding a non-loopback address without keys.
+
+    Raises (from ``run``):
+        InsecureBindError: a non-loopback address without keys and without ``insecure``.
     """
 
     def __init__(
@@ -72,7 +78,15 @@ class RobotServer:
         max_command_lag: int = 3,
         watchdog_s: float = 0.5,
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
+        keys: ServerKeys | None = None,
+        insecure: bool = False,
     ):
+        if keys is None and not insecure and not is_loopback(address):
+            raise InsecureBindError(
+                f"refusing to bind {address} without Curve keys: anyone on the network could move "
+                "the robot. Generate keys (tether keys generate) and pass them, or pass --insecure"
+            )
+        self.keys = keys
         self.robot = robot
         self.spec: RobotSpec = robot.spec
         self.address = address
@@ -292,9 +306,10 @@ class RobotServer:
         ``duration_s``). The robot is held and disconnected on the way out, whatever happens."""
         stop = stop or threading.Event()
         cmd_ep, state_ep = protocol.endpoints(self.address)
-        ctx = zmq.Context.instance()
+        ctx = zmq.Context()  # its own: the ZAP authenticator is per context
         self._router = ctx.socket(zmq.ROUTER)
         self._pub = ctx.socket(zmq.PUB)
+        auth = None if self.keys is None else self.keys.secure(ctx, [self._router, self._pub])
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         self._pub.setsockopt(zmq.LINGER, 0)
@@ -326,4 +341,7 @@ class RobotServer:
                 self.robot.disconnect()
                 self._router.close()
                 self._pub.close()
+                if auth is not None:
+                    auth.stop()
+                ctx.term()
         return self.stats

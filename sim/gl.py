@@ -1,8 +1,16 @@
-"""The MUJOCO_GL rendering backend: a preflight check with a one-line fix when it is missing."""
+"""The MUJOCO_GL rendering backend: a preflight check with a one-line fix when it is missing.
+
+Software EGL is Mesa's llvmpipe, which loads its own LLVM. The torch builds that ship triton load
+another LLVM when ``torch.optim``/``torch._dynamo`` first imports triton; if Mesa's came first, that
+import crashes the process (SIGSEGV). So a process that will train must not render before it
+imports torch: ``check_render_backend_isolated`` runs the check in a child process.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 
 class RenderBackendError(RuntimeError):
@@ -43,3 +51,22 @@ def check_render_backend() -> None:
     except Exception as e:  # the backends fail with many types (RuntimeError, FatalError, ...)
         detail = " ".join(str(e).split())  # keep the message on one line
         raise RenderBackendError(f"{backend_hint()} ({type(e).__name__}: {detail})") from e
+
+
+def check_render_backend_isolated(timeout_s: float = 60.0) -> None:
+    """``check_render_backend`` in a child process, so this process loads no GL library.
+
+    Raises:
+        RenderBackendError: the child could not render (its one-line message is kept).
+    """
+    code = (
+        "import sys\nfrom tether.sim.gl import check_render_backend, RenderBackendError\n"
+        "try:\n    check_render_backend()\nexcept RenderBackendError as e:\n"
+        "    print(e, file=sys.stderr)\n    sys.exit(1)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise RenderBackendError(lines[-1] if lines else f"{backend_hint()} (exit {proc.returncode})")

@@ -7,8 +7,10 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tether.robot.drivers.metaworld import MetaWorldRobot
+from tether.robot.drivers.pointmass import PointMassRobot
 from tether.robot.security import ServerKeys
 from tether.robot.server import RobotServer
 from tether.sim.metaworld import DEFAULT_TASKS
@@ -20,8 +22,9 @@ class ServeConfig:
 
     address: str = "tcp://127.0.0.1:5555"
     """Where to bind: tcp://HOST:PORT (state on PORT+1) or ipc://PATH."""
-    robot: str = "metaworld"
-    """Driver: 'metaworld' (simulated Sawyer, MetaWorld v3 tasks)."""
+    robot: Literal["metaworld", "pointmass"] = "metaworld"
+    """Driver: metaworld (simulated Sawyer, MetaWorld v3 tasks) or pointmass (numpy, for tests
+    and link benchmarks)."""
     tasks: tuple[str, ...] = DEFAULT_TASKS
     """Tasks the simulated robot can be reset to."""
     cameras: tuple[str, ...] = ()
@@ -41,10 +44,10 @@ class ServeConfig:
 
 
 def make_robot(cfg: ServeConfig):
-    """The driver named by ``cfg.robot``. Raises ValueError for an unknown driver."""
-    if cfg.robot == "metaworld":
-        return MetaWorldRobot(cfg.tasks, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size)
-    raise ValueError(f"unknown robot driver {cfg.robot!r}; available: metaworld")
+    """The driver named by ``cfg.robot``."""
+    if cfg.robot == "pointmass":
+        return PointMassRobot(cfg.rate_hz or 100.0, cfg.max_episode_steps)
+    return MetaWorldRobot(cfg.tasks, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size)
 
 
 def main(cfg: ServeConfig) -> None:

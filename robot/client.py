@@ -7,6 +7,7 @@ so a policy sees exactly what a human operator's device sees.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 
@@ -16,6 +17,8 @@ import zmq
 from tether.robot import protocol
 from tether.robot.security import ClientKeys
 from tether.robot.spec import RobotSpec, SpecMismatchError
+
+log = logging.getLogger(__name__)
 
 
 class RobotLinkError(ConnectionError):
@@ -50,6 +53,8 @@ class RobotClient:
         self.name = name or f"{role}-{os.getpid()}"
         self.timeout_s = timeout_s
         self.spec: RobotSpec | None = None
+        self.session: int | None = None
+        self.reconnects = 0
         self._seq = itertools.count(1)
         self._last_state_seq = 0
         cmd_ep, state_ep = protocol.endpoints(address)
@@ -104,10 +109,13 @@ class RobotClient:
             spec=None if self.client_spec is None else self.client_spec.to_dict(),
         )
         reply = self._reply("welcome", self.timeout_s)
-        self.spec = RobotSpec.from_dict(reply["spec"])
+        spec = RobotSpec.from_dict(reply["spec"])
         if self.client_spec is not None:
-            self.spec.check_policy(self.client_spec)
-        self.next_state()  # the state subscription is live: no episode start can be missed
+            spec.check_policy(self.client_spec)
+        self.spec, self.session = spec, reply["session"]
+        # Wait until the state subscription is live, so no episode start can be missed.
+        while self.next_state()["session"] != self.session:
+            pass
         return self.spec
 
     def _recv_state(self) -> dict:
@@ -116,7 +124,17 @@ class RobotClient:
         msg = protocol.decode(frame)
         msg["received"] = received  # local perf_counter() time of arrival, for latency
         self._last_state_seq = msg["seq"]
+        if self.session is not None and msg["session"] != self.session:
+            self._reconnect()
         return msg
+
+    def _reconnect(self) -> None:
+        """The server restarted (a new session): handshake again so its commands are accepted.
+        ZeroMQ has already re-established the connections by the time its state arrives."""
+        self.session = None  # the handshake reads states too: no recursion
+        self.reconnects += 1
+        log.warning("robot server at %s restarted: handshaking again", self.address)
+        self.connect()
 
     def next_state(self, timeout_s: float | None = None) -> dict:
         """The next state message in publication order (blocks up to ``timeout_s``), with the

@@ -38,11 +38,12 @@ SCHEMA: dict[str, dict[str, tuple[type | None, ...]]] = {
     "estop": {"reason": (str,)},
     "clear_estop": {},
     # server -> client (ROUTER replies)
-    "welcome": {"spec": (dict,), "server": (str,)},
+    "welcome": {"spec": (dict,), "server": (str,), "session": (int,)},
     "refused": {"reason": (str,)},
     "reset_done": {"episode": (int,), "task": (str, type(None))},
     # server -> all (PUB)
     "state": {
+        "session": (int,),
         "episode": (int,),
         "step": (int,),
         "task": (str, type(None)),

@@ -13,6 +13,7 @@ decoding, the handshake, the spec or the freshness check is dropped and counted 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections import Counter
@@ -95,6 +96,7 @@ class RobotServer:
         self.watchdog_s = watchdog_s
         self.max_message_bytes = max_message_bytes
         self.stats = ServerStats()
+        self.session = secrets.randbits(62)  # tells clients that a restarted server is a new one
         self.safety = SafetyFilter(self.spec)
         self.stats.clipped = self.safety.counts
         self._clients: set[bytes] = set()
@@ -165,7 +167,10 @@ class RobotServer:
         if msg["role"] == "controller":
             self._controllers.add(identity)
         log.info("client %r connected as %s", msg["client"], msg["role"])
-        self._reply(identity, "welcome", spec=self.spec.to_dict(), server=self.spec.robot_type)
+        self._reply(
+            identity, "welcome", spec=self.spec.to_dict(), server=self.spec.robot_type,
+            session=self.session,
+        )
 
     def _trip_estop(self, reason: str) -> None:
         if not self._estop:
@@ -183,37 +188,36 @@ class RobotServer:
         if self._done:
             self.stats.rejected["no_episode"] += 1
             return
-        if self._seq - msg["ref_seq"] > self.max_command_lag:
-            self.stats.rejected["stale"] += 1
-            return
         try:
             action = self.safety.check(msg["action"])
         except SafetyViolation as e:
             self.stats.rejected["invalid_action"] += 1
             log.debug("dropped a command: %s", e)
             return
+        if self._seq - msg["ref_seq"] > self.max_command_lag:
+            self.stats.rejected["stale"] += 1
+            return
         self._command = _Command(action, msg["ref_seq"], time.monotonic())
 
     def _poll_until(self, deadline: float) -> None:
-        """Handle incoming messages until ``deadline`` (perf_counter s); never past it."""
-        while True:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return
+        """Handle incoming messages until ``deadline`` (perf_counter s); never past it, however
+        many are queued (a flood waits for the next gap rather than delaying the tick)."""
+        while (remaining := deadline - time.perf_counter()) > 0:
             # poll() has millisecond resolution: sleep the last fraction of a millisecond.
             if remaining < 0.001:
                 time.sleep(remaining)
+                return
+            if not self._router.poll(int((remaining - 0.0005) * 1000)):
                 continue
-            if self._router.poll(int((remaining - 0.0005) * 1000)):
-                while True:
-                    try:
-                        parts = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
-                    except zmq.Again:
-                        break
-                    if len(parts) != 2:
-                        self.stats.rejected["malformed"] += 1
-                        continue
-                    self._handle(parts[0], parts[1])
+            while time.perf_counter() < deadline:
+                try:
+                    parts = self._router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(parts) != 2:
+                    self.stats.rejected["malformed"] += 1
+                    continue
+                self._handle(parts[0], parts[1])
 
     # ------------------------------------------------------------------------------ robot side
     def _reset(self) -> None:
@@ -281,6 +285,7 @@ class RobotServer:
             protocol.encode(
                 "state",
                 self._seq,
+                session=self.session,
                 episode=self._episode,
                 step=self._step,
                 task=self._task,
@@ -330,9 +335,11 @@ class RobotServer:
                 last = now
                 self.stats.ticks += 1
                 deadline += self.period
-                if time.perf_counter() > deadline:  # a tick overran: re-anchor, do not burst
+                lag = time.perf_counter() - deadline
+                if lag > 0:  # this tick overran the next deadline
                     self.stats.overruns += 1
-                    deadline = time.perf_counter() + self.period
+                    if lag > self.period:  # skip whole missed periods, stay on the time grid
+                        deadline += self.period * int(lag / self.period)
         finally:
             try:
                 if not self._done:

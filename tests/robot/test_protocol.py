@@ -8,7 +8,7 @@ from tether.robot.protocol import ProtocolError, decode, encode, endpoints
 
 def state_fields():
     return dict(
-        episode=3, step=7, task="t", observation={"observation.state": np.arange(4, dtype=np.float32)},
+        session=1, episode=3, step=7, task="t", observation={"observation.state": np.arange(4, dtype=np.float32)},
         action=np.ones(2, np.float32), reward=0.5, success=False, done=False, estop=False, events=[],
         timing={"period_s": 0.01, "compute_s": 0.001, "command_age_s": None},
     )

@@ -10,7 +10,7 @@ import sys
 
 import tyro
 
-from tether.launch import collect, demo, eval as eval_verb, export, keys, serve, train
+from tether.launch import bench, collect, demo, eval as eval_verb, export, keys, serve, train
 
 VERBS = {
     "demo": (demo.DemoCommand, demo.main),
@@ -20,6 +20,7 @@ VERBS = {
     "export": (export.ExportCommand, export.main),
     "eval": (eval_verb.EvalCommand, eval_verb.main),
     "keys": (keys.KeysCommand, keys.main),
+    "bench": (bench.BenchCommand, bench.main),
 }
 
 

@@ -27,11 +27,11 @@ def export(cmd: ExportCommand) -> tuple[Path, float, int]:
         ValueError: the parity check fails (difference above ``cmd.tolerance``).
     """
     from tether.policies.checkpoint import load_policy
-    from tether.policies.export import export_beso, parity
+    from tether.policies.export import export_policy, parity
 
     model, normalizer, tasks, spec = load_policy(cmd.checkpoint)
     out = cmd.out or cmd.checkpoint.with_name("policy.onnx")
-    export_beso(model, normalizer, spec, tasks, out)
+    export_policy(model, normalizer, spec, tasks, out)
     diff = parity(model, normalizer, spec, out)
     if diff > cmd.tolerance:
         raise ValueError(f"ONNX and torch differ by {diff:.2e} > {cmd.tolerance:.0e}")

@@ -1,8 +1,8 @@
 """ONNX export of trained policies, with everything a robot needs in the model's metadata.
 
-The exported graph holds the whole policy: input normalization, every denoising step of the
-sampler (and classifier-free guidance when w != 1), action un-normalization and clipping to the
-robot's limits. Noise is an input, so a run is reproducible and torch/ONNX parity is testable.
+The exported graph holds the whole policy: input normalization, the network (for BESO every
+denoising step of the sampler, and classifier-free guidance when w != 1), action un-normalization
+and clipping to the robot's limits. Noise is an input, so a run is reproducible and torch/ONNX parity is testable.
 Metadata (ONNX ``metadata_props``): ``tether.spec`` (the robot spec the policy was trained for)
 and ``tether.policy`` (kind, window, sampler steps, guidance weight, goal encoding, normalization
 statistics, parameter count), both JSON.
@@ -21,15 +21,16 @@ from torch import nn
 
 from tether.policies.beso import Beso
 from tether.policies.data import Normalizer
+from tether.policies.mlp import MlpPolicy
 from tether.robot.spec import RobotSpec
 
 OPSET = 18
 
 
-class BesoGraph(nn.Module):
-    """Raw observation window [B,T,S], goal [B,G], noise [B,T,A] -> action [B,A] in robot units."""
+class _Graph(nn.Module):
+    """Normalization in and out of a policy network, and clipping to the robot's action limits."""
 
-    def __init__(self, model: Beso, normalizer: Normalizer, spec: RobotSpec):
+    def __init__(self, model: nn.Module, normalizer: Normalizer, spec: RobotSpec):
         super().__init__()
         self.model = model
         f32 = torch.float32
@@ -42,41 +43,63 @@ class BesoGraph(nn.Module):
         self.register_buffer("low", torch.tensor(low, dtype=f32))
         self.register_buffer("high", torch.tensor(high, dtype=f32))
 
-    def forward(self, obs: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        x = self.model.sample((obs - self.obs_mean) / self.obs_std, goal, noise)
-        action = x[:, -1] * self.act_half + self.act_center
+    def _out(self, normalized_action: torch.Tensor) -> torch.Tensor:
+        action = normalized_action * self.act_half + self.act_center
         return torch.maximum(torch.minimum(action, self.high), self.low)
 
 
-def policy_metadata(model: Beso, normalizer: Normalizer, tasks: list[str]) -> dict:
-    """The ``tether.policy`` metadata dict of a BESO policy."""
-    return {
-        "kind": "beso",
-        "window": model.cfg.window,
-        "num_steps": model.cfg.num_steps,
-        "sampler": "ddim",
-        "schedule": "exponential",
-        "guidance_weight": model.cfg.guidance_weight,
+class BesoGraph(_Graph):
+    """Raw observation window [B,T,S], goal [B,G], noise [B,T,A] -> action [B,A] in robot units."""
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self._out(self.model.sample((obs - self.obs_mean) / self.obs_std, goal, noise)[:, -1])
+
+
+class MlpGraph(_Graph):
+    """Raw observation window [B,1,S], goal [B,G] -> action [B,A] in robot units."""
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return self._out(self.model((obs - self.obs_mean) / self.obs_std, goal))
+
+
+def policy_metadata(model: nn.Module, normalizer: Normalizer, tasks: list[str]) -> dict:
+    """The ``tether.policy`` metadata dict of an exported policy."""
+    meta = {
+        "kind": "beso" if isinstance(model, Beso) else "mlp",
+        "window": model.cfg.window if isinstance(model, Beso) else model.window,
         "goal": {"kind": "task_one_hot", "tasks": list(tasks)},
         "normalization": normalizer.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "inputs": {"obs": "observation.state window [B,T,S]", "goal": "[B,G]", "noise": "[B,T,A]"},
     }
+    if isinstance(model, Beso):
+        meta.update(
+            num_steps=model.cfg.num_steps, sampler="ddim", schedule="exponential",
+            guidance_weight=model.cfg.guidance_weight,
+        )
+    return meta
 
 
-def export_beso(
-    model: Beso, normalizer: Normalizer, spec: RobotSpec, tasks: list[str], path: Path
+def export_policy(
+    model: Beso | MlpPolicy, normalizer: Normalizer, spec: RobotSpec, tasks: list[str], path: Path
 ) -> Path:
-    """Export ``model`` (use the EMA weights) to ``path`` with tether metadata; returns ``path``.
+    """Export ``model`` (for BESO, the EMA weights) to ``path`` with tether metadata.
 
-    ``spec`` is the robot spec of the training data; only the features the policy reads are kept.
+    Inputs: ``obs`` [B,T,S] raw observation window and ``goal`` [B,G]; BESO adds ``noise``
+    [B,T,A]. Output: ``action`` [B,A] in robot units. ``spec`` is the robot spec of the training
+    data; only the features the policy reads are kept. Returns ``path``.
     """
     import onnx
 
     model = model.eval()
-    graph = BesoGraph(model, normalizer, spec).eval()
-    t, s, a = model.cfg.window, normalizer.obs_mean.shape[0], spec.action.shape[0]
-    example = (torch.zeros(1, t, s), torch.zeros(1, len(tasks)), torch.zeros(1, t, a))
+    beso = isinstance(model, Beso)
+    graph = (BesoGraph if beso else MlpGraph)(model, normalizer, spec).eval()
+    window = model.cfg.window if beso else model.window
+    s, a = normalizer.obs_mean.shape[0], spec.action.shape[0]
+    example = [torch.zeros(1, window, s), torch.zeros(1, len(tasks))]
+    names = ["obs", "goal"]
+    if beso:
+        example.append(torch.zeros(1, window, a))
+        names.append("noise")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -88,10 +111,10 @@ def export_beso(
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             graph,
-            example,
-            input_names=["obs", "goal", "noise"],
+            tuple(example),
+            input_names=names,
             output_names=["action"],
-            dynamic_shapes={"obs": {0: batch}, "goal": {0: batch}, "noise": {0: batch}},
+            dynamic_shapes={name: {0: batch} for name in names},
             opset_version=OPSET,
             dynamo=True,
             verbose=False,
@@ -117,6 +140,9 @@ def export_beso(
     onnx.save(proto, tmp)
     tmp.replace(path)
     return path
+
+
+export_beso = export_policy
 
 
 def parity(

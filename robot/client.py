@@ -148,6 +148,10 @@ class RobotClient:
             raise RobotLinkError(f"no state from {self.address} within {timeout_s:.1f} s")
         return self._recv_state()
 
+    def pending(self) -> bool:
+        """Whether more state messages are queued (the last one read is not the newest)."""
+        return bool(self._sub.poll(0))
+
     def latest_state(self, timeout_s: float | None = None) -> dict:
         """The newest state: waits for one, then skips to the last one queued behind it."""
         msg = self.next_state(timeout_s)

@@ -51,6 +51,7 @@ class PolicyRunner:
             raise PolicyLoadError(f"{path} is not a tether policy: missing or bad metadata ({e})") from e
         self.action_dim = self.spec.action.shape[0]
         self._obs_feature = self.spec.observation["observation.state"]
+        self._inputs = {i.name for i in self.session.get_inputs()}
         self._rng = np.random.default_rng(seed)
         self._history: deque[np.ndarray] = deque(maxlen=self.window)
         self._goal = np.zeros((1, len(self.tasks)), dtype=np.float32)
@@ -78,7 +79,8 @@ class PolicyRunner:
             self._history.extend([state] * self.window)  # pad the window with the first frame
         else:
             self._history.append(state)
-        obs = np.stack(self._history)[None]
-        noise = self._rng.standard_normal((1, self.window, self.action_dim), dtype=np.float32)
-        (action,) = self.session.run(["action"], {"obs": obs, "goal": self._goal, "noise": noise})
+        feed = {"obs": np.stack(self._history)[None], "goal": self._goal}
+        if "noise" in self._inputs:  # diffusion policies: the sampler's initial noise
+            feed["noise"] = self._rng.standard_normal((1, self.window, self.action_dim), dtype=np.float32)
+        (action,) = self.session.run(["action"], feed)
         return action[0]

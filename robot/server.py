@@ -50,7 +50,8 @@ class ServerStats:
 class _Command:
     action: np.ndarray
     ref_seq: int
-    received: float
+    received: float  # time.monotonic()
+    latency: float | None  # s from publishing state ``ref_seq`` to receiving this command
 
 
 class RobotServer:
@@ -114,6 +115,7 @@ class RobotServer:
         self._watchdog_tripped = False
         self._estop = False
         self._estop_pending = False
+        self._published: dict[int, float] = {}  # state seq -> perf_counter() at publication
         self._events: list[str] = []
         self.ready = threading.Event()
 
@@ -197,7 +199,9 @@ class RobotServer:
         if self._seq - msg["ref_seq"] > self.max_command_lag:
             self.stats.rejected["stale"] += 1
             return
-        self._command = _Command(action, msg["ref_seq"], time.monotonic())
+        published = self._published.get(msg["ref_seq"])
+        latency = None if published is None else time.perf_counter() - published
+        self._command = _Command(action, msg["ref_seq"], time.monotonic(), latency)
 
     def _poll_until(self, deadline: float) -> None:
         """Handle incoming messages until ``deadline`` (perf_counter s); never past it, however
@@ -242,18 +246,17 @@ class RobotServer:
         self.stats.episodes += 1
         self._reply(identity, "reset_done", episode=self._episode, task=self._task)
 
-    def _step_robot(self) -> tuple[np.ndarray | None, float | None]:
-        """Apply the pending command (or hold) for one tick; returns (applied action, its age s)."""
+    def _step_robot(self) -> tuple[np.ndarray | None, _Command | None]:
+        """Apply the pending command (or hold) for one tick; returns (applied action, command)."""
         command, self._command = self._command, None
-        age = None
         if command is not None and not self._estop:
             applied = self.safety.limit(command.action, self._last_applied, self._obs.values)
             self.robot.act(applied)
-            age = time.monotonic() - command.received
             self._last_command_t = command.received
             self._watchdog_tripped = False
             self.stats.commands_applied += 1
         else:
+            command = None
             applied = self.robot.hold()
             self.stats.holds += 1
             silent = time.monotonic() - self._last_command_t
@@ -267,18 +270,18 @@ class RobotServer:
         self._obs = self.robot.observe()
         self._step += 1
         self._done = self._obs.done
-        return applied, age
+        return applied, command
 
     def _tick(self, period_s: float) -> None:
         start = time.perf_counter()
-        applied, age = None, None
+        applied, command = None, None
         if self._estop_pending:
             self._estop_pending = False
             self.robot.estop()
         if self._reset_request is not None:
             self._reset()
         elif not self._done:
-            applied, age = self._step_robot()
+            applied, command = self._step_robot()
         obs = self._obs
         self._seq += 1
         self._pub.send(
@@ -299,11 +302,14 @@ class RobotServer:
                 timing={
                     "period_s": period_s,
                     "compute_s": time.perf_counter() - start,
-                    "command_age_s": age,
+                    "command_age_s": None if command is None else time.monotonic() - command.received,
+                    "command_latency_s": None if command is None else command.latency,
                 },
             ),
             copy=False,
         )
+        self._published[self._seq] = time.perf_counter()
+        self._published.pop(self._seq - 4 * self.max_command_lag - 4, None)
         self._events = []
 
     def run(self, stop: threading.Event | None = None, duration_s: float | None = None) -> ServerStats:

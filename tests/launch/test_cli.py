@@ -20,7 +20,7 @@ def tether(*args, env=None, timeout=120):
 
 def test_help_lists_every_verb_with_one_line():
     out = tether("--help").stdout
-    for verb in ("demo", "serve", "collect", "train", "export", "eval"):
+    for verb in ("demo", "serve", "collect", "train", "export", "eval", "keys", "bench"):
         assert f"• {verb}" in out
 
 

@@ -10,7 +10,7 @@ import torch
 from tether.policies.beso import Beso
 from tether.policies.configs import BesoConfig
 from tether.policies.data import Normalizer
-from tether.policies.export import BesoGraph, export_beso, parity
+from tether.policies.export import BesoGraph, export_policy, parity
 from tether.robot.runner import PolicyLoadError, PolicyRunner
 from tether.robot.spec import SpecError
 from tether.sim.metaworld import metaworld_spec
@@ -26,7 +26,7 @@ def exported(tmp_path_factory):
     rng = np.random.default_rng(0)
     normalizer = Normalizer.fit(rng.normal(size=(500, 39)).astype(np.float32),
                                 rng.uniform(-0.8, 0.6, (500, 4)).astype(np.float32))
-    path = export_beso(model, normalizer, spec, TASKS, tmp_path_factory.mktemp("onnx") / "policy.onnx")
+    path = export_policy(model, normalizer, spec, TASKS, tmp_path_factory.mktemp("onnx") / "policy.onnx")
     return model, normalizer, spec, path
 
 

@@ -1,0 +1,22 @@
+"""`tether bench loop` produces its report (the figures themselves are measured by hand)."""
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_loop_reports_every_figure():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether.launch.cli", "bench", "loop", "--rate", "200", "--duration", "1",
+         "--baseline-duration", "0.5", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["policy"] == "mlp" and result["rate_hz"] == 200
+    for phase in (result, result["baselines"]["transport"], result["baselines"]["torch_eager"]):
+        assert phase["achieved_rate_hz"] > 100
+        assert phase["cycle_period_us"]["n"] > 50 and phase["policy_step_us"]["n"] > 20
+        assert 0 < phase["policy_step_us"]["p50"] <= phase["policy_step_us"]["p99"]
+    assert set(result["checks"]) == {
+        "rate_within_1pct", "jitter_p99_le_1ms", "policy_step_p99_le_2x_transport_plus_inference"}

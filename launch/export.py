@@ -32,7 +32,7 @@ def export(cmd: ExportCommand) -> tuple[Path, float, int]:
     model, normalizer, tasks, spec = load_policy(cmd.checkpoint)
     out = cmd.out or cmd.checkpoint.with_name("policy.onnx")
     export_policy(model, normalizer, spec, tasks, out)
-    diff = parity(model, normalizer, spec, out)
+    diff = parity(model, normalizer, spec, out, len(tasks))
     if diff > cmd.tolerance:
         raise ValueError(f"ONNX and torch differ by {diff:.2e} > {cmd.tolerance:.0e}")
     return out, diff, sum(p.numel() for p in model.parameters())

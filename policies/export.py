@@ -146,24 +146,32 @@ export_beso = export_policy
 
 
 def parity(
-    model: Beso, normalizer: Normalizer, spec: RobotSpec, onnx_path: Path, n: int = 32, seed: int = 0
+    model: Beso | MlpPolicy,
+    normalizer: Normalizer,
+    spec: RobotSpec,
+    onnx_path: Path,
+    tasks: int,
+    n: int = 32,
+    seed: int = 0,
 ) -> float:
     """Max absolute difference between the torch graph and the ONNX model on ``n`` random
-    inputs with the same noise (observations drawn around the normalization statistics)."""
+    inputs (observations drawn around the normalization statistics, ``tasks`` one-hot goals,
+    and for BESO the same noise in both)."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
-    t, a = model.cfg.window, spec.action.shape[0]
-    goal_dim = model.net.goal_emb.in_features
-    obs = (
-        normalizer.obs_mean + normalizer.obs_std * rng.standard_normal((n, t, len(normalizer.obs_mean)))
-    ).astype(np.float32)
-    goal = np.eye(goal_dim, dtype=np.float32)[rng.integers(0, goal_dim, n)]
-    noise = rng.standard_normal((n, t, a)).astype(np.float32)
+    beso = isinstance(model, Beso)
+    t = model.cfg.window if beso else model.window
+    obs = normalizer.obs_mean + normalizer.obs_std * rng.standard_normal((n, t, len(normalizer.obs_mean)))
+    feed = {
+        "obs": obs.astype(np.float32),
+        "goal": np.eye(tasks, dtype=np.float32)[rng.integers(0, tasks, n)],
+    }
+    if beso:
+        feed["noise"] = rng.standard_normal((n, t, spec.action.shape[0])).astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (onnx_out,) = session.run(["action"], {"obs": obs, "goal": goal, "noise": noise})
+    (onnx_out,) = session.run(["action"], feed)
+    graph = (BesoGraph if beso else MlpGraph)(model, normalizer, spec).eval()
     with torch.no_grad():
-        torch_out = BesoGraph(model, normalizer, spec).eval()(
-            torch.from_numpy(obs), torch.from_numpy(goal), torch.from_numpy(noise)
-        ).numpy()
+        torch_out = graph(*(torch.from_numpy(v) for v in feed.values())).numpy()
     return float(np.abs(onnx_out - torch_out).max())

@@ -32,7 +32,7 @@ def exported(tmp_path_factory):
 
 def test_parity_with_torch_for_fixed_noise(exported):
     model, normalizer, spec, path = exported
-    assert parity(model, normalizer, spec, path, n=64) <= 1e-4
+    assert parity(model, normalizer, spec, path, len(TASKS), n=64) <= 1e-4
 
 
 def test_metadata_carries_spec_sampler_and_normalization(exported):
@@ -87,3 +87,20 @@ def test_runner_refuses_a_model_without_tether_metadata(exported, tmp_path):
     onnx.save(model, bare)
     with pytest.raises(PolicyLoadError, match="not a tether policy"):
         PolicyRunner(bare)
+
+
+def test_mlp_policy_exports_with_parity(tmp_path):
+    from tether.policies.mlp import MlpPolicy
+
+    torch.manual_seed(0)
+    spec = metaworld_spec(tuple(TASKS))
+    model = MlpPolicy(39, 4, 2).eval()
+    rng = np.random.default_rng(0)
+    normalizer = Normalizer.fit(rng.normal(size=(100, 39)).astype(np.float32),
+                                rng.uniform(-1, 1, (100, 4)).astype(np.float32))
+    path = export_policy(model, normalizer, spec, TASKS, tmp_path / "mlp.onnx")
+    assert parity(model, normalizer, spec, path, len(TASKS)) <= 1e-5
+    runner = PolicyRunner(path)
+    assert runner.meta["kind"] == "mlp" and runner.window == 1
+    runner.reset("reach-v3")
+    assert runner.act({"observation.state": np.zeros(39, np.float32)}).shape == (4,)

@@ -179,6 +179,23 @@ class RobotClient:
         ref = self._last_state_seq if ref_seq is None else ref_seq
         self._send("command", action=np.asarray(action, dtype=np.float32), ref_seq=int(ref))
 
+    def send_chunk(
+        self, actions: np.ndarray, dt: float, state: dict, t0: float | None = None
+    ) -> None:
+        """Send K actions [K, A] for the times t0 + k * dt on the server's clock.
+
+        Args:
+            actions: the chunk, in the spec's action units.
+            dt: seconds between actions (1 / the policy's action rate).
+            state: the state message the chunk answers (its ``t`` is the server's clock).
+            t0: server time of the first action; default: one control period after ``state``.
+        """
+        start = state["t"] + self.spec.period_s if t0 is None else t0
+        self._send(
+            "chunk", actions=np.asarray(actions, dtype=np.float32), t0=float(start), dt=float(dt),
+            ref_seq=int(state["seq"]),
+        )
+
     def estop(self, reason: str = "operator") -> None:
         """Trip the robot's e-stop (latched: only ``clear_estop`` releases it)."""
         self._send("estop", reason=reason)

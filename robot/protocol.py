@@ -33,6 +33,7 @@ SCHEMA: dict[str, dict[str, tuple[type | None, ...]]] = {
     # client -> server (ROUTER)
     "hello": {"role": (str,), "client": (str,), "spec": (dict, type(None))},
     "command": {"action": (np.ndarray,), "ref_seq": (int,)},
+    "chunk": {"actions": (np.ndarray,), "t0": (float,), "dt": (float,), "ref_seq": (int,)},
     "reset": {"task": (str, type(None)), "seed": (int, type(None))},
     "heartbeat": {},
     "estop": {"reason": (str,)},

@@ -18,17 +18,21 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import zmq
 
 from tether.robot import protocol
+from tether.robot.chunks import ActionChunk, ChunkScheduler
 from tether.robot.driver import Observation, Robot
 from tether.robot.safety import SafetyFilter, SafetyViolation
 from tether.robot.security import InsecureBindError, ServerKeys, is_loopback
 from tether.robot.spec import RobotSpec, SpecError, SpecMismatchError
 
 log = logging.getLogger(__name__)
+
+MAX_CHUNK = 1000  # actions per chunk
 
 
 @dataclass
@@ -67,6 +71,7 @@ class RobotServer:
             trip (the robot holds on every tick without a command in any case).
         keys: Curve key pair and client allow-list; without them the link is unauthenticated.
         insecure: allow binding a non-loopback address without keys.
+        chunk_blend, chunk_interpolate: how action chunks are executed (``tether.robot.chunks``).
 
     Raises (from ``run``):
         InsecureBindError: a non-loopback address without keys and without ``insecure``.
@@ -82,6 +87,8 @@ class RobotServer:
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
         keys: ServerKeys | None = None,
         insecure: bool = False,
+        chunk_blend: Literal["latest", "ensemble"] = "latest",
+        chunk_interpolate: bool = True,
     ):
         if keys is None and not insecure and not is_loopback(address):
             raise InsecureBindError(
@@ -115,7 +122,9 @@ class RobotServer:
         self._watchdog_tripped = False
         self._estop = False
         self._estop_pending = False
-        self._published: dict[int, float] = {}  # state seq -> perf_counter() at publication
+        self._published: dict[int, float] = {}
+        self._chunks = ChunkScheduler(chunk_blend, interpolate=chunk_interpolate)
+        self._chunk_command: _Command | None = None  # state seq -> perf_counter() at publication
         self._events: list[str] = []
         self.ready = threading.Event()
 
@@ -140,6 +149,8 @@ class RobotServer:
             self.stats.rejected["not_a_controller"] += 1
         elif kind == "command":
             self._accept_command(msg)
+        elif kind == "chunk":
+            self._accept_chunk(msg)
         elif kind == "reset":
             self._reset_request = (identity, msg["task"], msg["seed"])
         elif kind == "clear_estop":
@@ -199,9 +210,44 @@ class RobotServer:
         if self._seq - msg["ref_seq"] > self.max_command_lag:
             self.stats.rejected["stale"] += 1
             return
-        published = self._published.get(msg["ref_seq"])
+        self._command = self._received(action, msg["ref_seq"])
+        self._chunks.clear()  # latest wins: a single command replaces any plan in flight
+
+    def _received(self, action: np.ndarray, ref_seq: int) -> _Command:
+        """Book-keeping of a valid command or chunk: latency, watchdog."""
+        published = self._published.get(ref_seq)
         latency = None if published is None else time.perf_counter() - published
-        self._command = _Command(action, msg["ref_seq"], time.monotonic(), latency)
+        self._last_command_t = time.monotonic()
+        self._watchdog_tripped = False
+        return _Command(action, ref_seq, self._last_command_t, latency)
+
+    def _accept_chunk(self, msg: dict) -> None:
+        if self._estop or self._done:
+            self.stats.rejected["estop" if self._estop else "no_episode"] += 1
+            return
+        actions, t0, dt = msg["actions"], msg["t0"], msg["dt"]
+        shape = self.spec.action.shape
+        if (
+            actions.ndim != len(shape) + 1 or actions.shape[1:] != shape
+            or not 1 <= len(actions) <= MAX_CHUNK or not (np.isfinite(t0) and 0 < dt < 10)
+        ):
+            self.stats.rejected["invalid_chunk"] += 1
+            return
+        try:
+            checked = np.stack([self.safety.check(a) for a in actions])
+        except SafetyViolation:
+            self.stats.rejected["invalid_action"] += 1
+            return
+        if self._seq - msg["ref_seq"] > self.max_command_lag:
+            self.stats.rejected["stale"] += 1
+            return
+        chunk = ActionChunk(checked, t0, dt)
+        if chunk.end < time.monotonic():
+            self.stats.rejected["expired"] += 1
+            return
+        self._command = None  # the newest message wins
+        self._chunk_command = self._received(checked[0], msg["ref_seq"])
+        self._chunks.add(chunk)
 
     def _poll_until(self, deadline: float) -> None:
         """Handle incoming messages until ``deadline`` (perf_counter s); never past it, however
@@ -240,6 +286,7 @@ class RobotServer:
         self._task = task or (self.spec.tasks[0] if self.spec.tasks else None)
         self._done = False
         self._command = None
+        self._chunks.clear()
         self._last_applied = None
         self._last_command_t = time.monotonic()
         self._watchdog_tripped = False
@@ -247,24 +294,30 @@ class RobotServer:
         self._reply(identity, "reset_done", episode=self._episode, task=self._task)
 
     def _step_robot(self) -> tuple[np.ndarray | None, _Command | None]:
-        """Apply the pending command (or hold) for one tick; returns (applied action, command)."""
+        """Apply the pending command, else the chunks' action for now, else hold, for one tick;
+        returns (applied action, the command or chunk it came from)."""
         command, self._command = self._command, None
-        if command is not None and not self._estop:
-            applied = self.safety.limit(command.action, self._last_applied, self._obs.values)
+        now = time.monotonic()
+        if not self._watchdog_tripped and now - self._last_command_t > self.watchdog_s:
+            self._watchdog_tripped = True
+            self.stats.watchdog_trips += 1
+            self._events.append("watchdog")
+            self._chunks.clear()  # a silent client's plan is not executed to its end
+            log.warning("watchdog: no valid command for %.3f s, holding", self.watchdog_s)
+        action = None
+        if not self._estop:
+            if command is not None:
+                action = command.action
+            else:
+                action = self._chunks.action_at(now)
+                command = self._chunk_command if action is not None else None
+        if action is not None:
+            applied = self.safety.limit(action, self._last_applied, self._obs.values)
             self.robot.act(applied)
-            self._last_command_t = command.received
-            self._watchdog_tripped = False
             self.stats.commands_applied += 1
         else:
-            command = None
             applied = self.robot.hold()
             self.stats.holds += 1
-            silent = time.monotonic() - self._last_command_t
-            if not self._watchdog_tripped and silent > self.watchdog_s:
-                self._watchdog_tripped = True
-                self.stats.watchdog_trips += 1
-                self._events.append("watchdog")
-                log.warning("watchdog: no valid command for %.3f s, holding", self.watchdog_s)
         if applied is not None:
             self._last_applied = applied
         self._obs = self.robot.observe()

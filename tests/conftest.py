@@ -52,3 +52,19 @@ def pointmass_server():
 def serve():
     """The ``serve_in_thread`` context manager, for tests that build their own robot."""
     return serve_in_thread
+
+
+def next_commanded(client, max_states: int = 50) -> dict:
+    """The next state whose action came from a command (not a hold): a command sent just before
+    a tick may land one tick later on a loaded machine."""
+    for _ in range(max_states):
+        state = client.next_state()
+        if state["timing"]["command_latency_s"] is not None:
+            return state
+    raise AssertionError(f"no commanded state in {max_states} states")
+
+
+@pytest.fixture
+def commanded():
+    """``next_commanded(client)``: the next state that applied a command."""
+    return next_commanded

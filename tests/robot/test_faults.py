@@ -94,7 +94,7 @@ def test_flood_of_malformed_messages_keeps_the_rate_and_counts_every_reject(serv
     assert server.stats.commands_applied == 0
 
 
-def test_client_survives_a_server_restart(tmp_path):
+def test_client_survives_a_server_restart(tmp_path, commanded):
     address = free_tcp_address()
     args = ["serve", "--robot", "pointmass", "--address", address, "--rate-hz", "100"]
     first = start(args, tmp_path / "first.log")
@@ -112,7 +112,7 @@ def test_client_survives_a_server_restart(tmp_path):
         assert client.session != session and client.reconnects == 1
         state = client.reset("reach-origin", 1)
         client.send_action(np.array([0.5, 0.0]), state["seq"])
-        assert client.next_state()["action"].tolist() == [0.5, 0.0]
+        assert commanded(client)["action"].tolist() == [0.5, 0.0]
     finally:
         client.close()
         stop(second)

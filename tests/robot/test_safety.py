@@ -87,7 +87,7 @@ def test_estop_latches_until_cleared(serve):
     assert server.stats.rejected["not_a_controller"] == 1
 
 
-def test_rate_limit_applies_inside_the_server(serve):
+def test_rate_limit_applies_inside_the_server(serve, commanded):
     robot = PointMassRobot(rate_hz=200.0)
     robot.spec = RobotSpec(robot.spec.robot_type, 200.0, robot.spec.observation, robot.spec.action,
                            robot.spec.tasks, SafetySpec(max_delta_per_tick=(0.1, 0.1)))
@@ -95,8 +95,8 @@ def test_rate_limit_applies_inside_the_server(serve):
         with RobotClient(server.address) as client:
             state = client.reset("reach-origin", 0)
             client.send_action(np.zeros(2), state["seq"])
-            state = client.next_state()
+            state = commanded(client)
             client.send_action(np.array([1.0, -1.0]), state["seq"])
-            applied = client.next_state()["action"]
+            applied = commanded(client)["action"]
     np.testing.assert_allclose(applied, [0.1, -0.1])
     assert server.stats.clipped["rate_limited"] == 1

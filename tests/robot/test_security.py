@@ -19,14 +19,14 @@ def keys(tmp_path):
     return tmp_path
 
 
-def test_allowed_client_commands_and_others_are_shut_out(serve, keys):
+def test_allowed_client_commands_and_others_are_shut_out(serve, keys, commanded):
     server_keys = ServerKeys(keys / "server/robot.key_secret", keys / "allowed")
     with serve(PointMassRobot(rate_hz=200.0), keys=server_keys) as server:
         operator = ClientKeys(keys / "allowed/operator.key_secret", keys / "server/robot.key")
         with RobotClient(server.address, keys=operator) as client:
             state = client.reset("reach-origin", 0)
             client.send_action(np.array([0.5, 0.5]), state["seq"])
-            assert client.next_state()["action"].tolist() == [0.5, 0.5]
+            assert commanded(client)["action"].tolist() == [0.5, 0.5]
 
         stranger = ClientKeys(keys / "stranger/stranger.key_secret", keys / "server/robot.key")
         for client_keys in (stranger, None):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from tether.robot.drivers.metaworld import MetaWorldRobot
+from tether.robot.drivers.perturbed import PerturbedRobot
 from tether.robot.drivers.pointmass import PointMassRobot
 from tether.robot.security import ServerKeys
 from tether.robot.server import RobotServer
@@ -35,6 +36,12 @@ class ServeConfig:
     """Episode length limit in control ticks."""
     rate_hz: float | None = None
     """Control rate; default: the robot spec's (80 Hz for MetaWorld)."""
+    latency_ticks: int = 0
+    """Simulated actuation latency, in control ticks (the sim as a stand-in for hardware)."""
+    action_noise: float = 0.0
+    """Std of Gaussian noise on every action (action units)."""
+    obs_noise: float = 0.0
+    """Std of Gaussian noise on observation.state."""
     server_key: Path | None = None
     """This server's secret key (NAME.key_secret from tether keys generate): enables CurveZMQ."""
     allowed_clients: Path | None = None
@@ -44,10 +51,14 @@ class ServeConfig:
 
 
 def make_robot(cfg: ServeConfig):
-    """The driver named by ``cfg.robot``."""
+    """The driver named by ``cfg.robot``, with latency and noise when asked for."""
     if cfg.robot == "pointmass":
-        return PointMassRobot(cfg.rate_hz or 100.0, cfg.max_episode_steps)
-    return MetaWorldRobot(cfg.tasks, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size)
+        robot = PointMassRobot(cfg.rate_hz or 100.0, cfg.max_episode_steps)
+    else:
+        robot = MetaWorldRobot(cfg.tasks, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size)
+    if cfg.latency_ticks or cfg.action_noise or cfg.obs_noise:
+        robot = PerturbedRobot(robot, cfg.latency_ticks, cfg.action_noise, cfg.obs_noise)
+    return robot
 
 
 def main(cfg: ServeConfig) -> None:

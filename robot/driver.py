@@ -64,6 +64,11 @@ class Robot(abc.ABC):
         complete), else None.
         """
 
+    def hold_action(self) -> np.ndarray | None:
+        """The action that keeps the robot where it is now, without applying it; the safety
+        layer's reference for the first command of an episode. None when not expressible."""
+        return None
+
     def estop(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Engage the hardware's own stop (brakes, stop category 1/2), at the first tick after the
         e-stop trips. The default does nothing more than the server does anyway: no command

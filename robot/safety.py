@@ -5,8 +5,8 @@ Order of checks for one command (shape/dtype/finiteness/limits come from ``Featu
 
 1. reject: wrong shape or dtype, NaN/inf, outside the action's position limits (``low``/``high``);
 2. clip: the change from the last applied action to ``max_delta_per_tick`` (a slew-rate limit,
-   as polymetis and deoxys bound the step of a target); the first command of an episode has no
-   previous action and is bounded by the position limits only;
+   as polymetis and deoxys bound the step of a target); the first command of an episode is
+   measured from the driver's ``hold_action()`` (the action that keeps the robot still);
 3. clip: end-effector displacement that would leave the workspace box (delta actions only).
 
 Rejections drop the command (the robot holds); clips change it and are counted. The limits are

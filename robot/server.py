@@ -287,7 +287,7 @@ class RobotServer:
         self._done = False
         self._command = None
         self._chunks.clear()
-        self._last_applied = None
+        self._last_applied = self.robot.hold_action()  # the first command's slew-rate reference
         self._last_command_t = time.monotonic()
         self._watchdog_tripped = False
         self.stats.episodes += 1

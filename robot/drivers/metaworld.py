@@ -91,8 +91,11 @@ class MetaWorldRobot(Robot):
     def act(self, action: np.ndarray) -> None:
         self._step(np.asarray(action, dtype=np.float32))
 
+    def hold_action(self) -> np.ndarray:
+        return np.array([0.0, 0.0, 0.0, self._gripper], dtype=np.float32)
+
     def hold(self) -> np.ndarray:
-        action = np.array([0.0, 0.0, 0.0, self._gripper], dtype=np.float32)
+        action = self.hold_action()
         self._step(action)
         return action
 

@@ -68,6 +68,9 @@ class PerturbedRobot(Robot):
     def act(self, action: np.ndarray) -> None:
         self._push(action)
 
+    def hold_action(self) -> np.ndarray | None:
+        return self.robot.hold_action()
+
     def hold(self) -> np.ndarray | None:
         # What reaches the robot now is an earlier command still in the pipe, or a hold.
         return self._push(None)

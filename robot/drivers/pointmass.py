@@ -60,8 +60,11 @@ class PointMassRobot(Robot):
         self.state[:2] += self.dt * self.state[2:]
         self.steps += 1
 
+    def hold_action(self) -> np.ndarray:
+        return np.zeros(2, np.float32)
+
     def hold(self) -> np.ndarray:
-        action = np.zeros(2, np.float32)
+        action = self.hold_action()
         self.act(action)
         return action
 

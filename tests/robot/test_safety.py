@@ -93,9 +93,7 @@ def test_rate_limit_applies_inside_the_server(serve, commanded):
                            robot.spec.tasks, SafetySpec(max_delta_per_tick=(0.1, 0.1)))
     with serve(robot) as server:
         with RobotClient(server.address) as client:
-            state = client.reset("reach-origin", 0)
-            client.send_action(np.zeros(2), state["seq"])
-            state = commanded(client)
+            state = client.reset("reach-origin", 0)  # the first command too: from hold_action()
             client.send_action(np.array([1.0, -1.0]), state["seq"])
             applied = commanded(client)["action"]
     np.testing.assert_allclose(applied, [0.1, -0.1])

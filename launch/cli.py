@@ -28,6 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or set-up: printed as one line, exit code 2."""
     from tether.launch.demo import OutputExistsError
     from tether.robot.client import RobotLinkError
+    from tether.robot.drivers.dynamixel import DynamixelError
     from tether.robot.dataset import DatasetError, DatasetExistsError
     from tether.robot.runner import PolicyLoadError
     from tether.robot.security import InsecureBindError
@@ -36,7 +37,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tether.sim.metaworld import UnknownTaskError
 
     errors: list[type[BaseException]] = [
-        OutputExistsError, RobotLinkError, InsecureBindError, FileExistsError, DatasetError, DatasetExistsError, PolicyLoadError,
+        OutputExistsError, RobotLinkError, InsecureBindError, FileExistsError, DynamixelError, DatasetError, DatasetExistsError, PolicyLoadError,
         SpecError, SpecMismatchError, UnknownTaskError, RenderBackendError, FileNotFoundError,
     ]
     return tuple(errors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -23,9 +24,12 @@ class ServeConfig:
 
     address: str = "tcp://127.0.0.1:5555"
     """Where to bind: tcp://HOST:PORT (state on PORT+1) or ipc://PATH."""
-    robot: Literal["metaworld", "pointmass"] = "metaworld"
-    """Driver: metaworld (simulated Sawyer, MetaWorld v3 tasks) or pointmass (numpy, for tests
-    and link benchmarks)."""
+    robot: Literal["metaworld", "pointmass", "dynamixel"] = "metaworld"
+    """Driver: metaworld (simulated Sawyer, MetaWorld v3 tasks), pointmass (numpy, for tests and
+    link benchmarks) or dynamixel (a DYNAMIXEL arm; needs --robot-config)."""
+    robot_config: Path | None = None
+    """JSON file of the hardware driver's settings (for dynamixel: the fields of
+    tether.robot.drivers.dynamixel.DynamixelConfig: port, ids, low, high, home, ...)."""
     tasks: tuple[str, ...] = DEFAULT_TASKS
     """Tasks the simulated robot can be reset to."""
     cameras: tuple[str, ...] = ()
@@ -54,6 +58,15 @@ def make_robot(cfg: ServeConfig):
     """The driver named by ``cfg.robot``, with latency and noise when asked for."""
     if cfg.robot == "pointmass":
         robot = PointMassRobot(cfg.rate_hz or 100.0, cfg.max_episode_steps)
+    elif cfg.robot == "dynamixel":
+        from tether.robot.drivers.dynamixel import DynamixelArm, DynamixelConfig
+
+        if cfg.robot_config is None:
+            raise ValueError("--robot dynamixel needs --robot-config ARM.json (port, ids, limits)")
+        settings = json.loads(cfg.robot_config.read_text())
+        if cfg.rate_hz is not None:
+            settings["rate_hz"] = cfg.rate_hz
+        robot = DynamixelArm(DynamixelConfig(**settings))
     else:
         robot = MetaWorldRobot(cfg.tasks, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size)
     if cfg.latency_ticks or cfg.action_noise or cfg.obs_noise:

@@ -130,6 +130,9 @@ class RobotServer:
 
     # ----------------------------------------------------------------------------- network side
     def _handle(self, identity: bytes, frame: bytes) -> None:
+        if len(frame) > self.max_message_bytes:
+            self.stats.rejected["too_large"] += 1
+            return
         try:
             msg = protocol.decode(frame, self.max_message_bytes)
         except protocol.ProtocolError as e:
@@ -375,7 +378,9 @@ class RobotServer:
         self._pub = ctx.socket(zmq.PUB)
         auth = None if self.keys is None else self.keys.secure(ctx, [self._router, self._pub])
         self._router.setsockopt(zmq.LINGER, 0)
-        self._router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        # Counted and dropped above max_message_bytes; cut off by ZeroMQ itself (before it is
+        # buffered whole) only beyond 4x, so a huge frame cannot exhaust memory.
+        self._router.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.setsockopt(zmq.SNDHWM, 10_000)
         self.robot.connect()

@@ -208,3 +208,25 @@ def test_served_over_the_robot_link_with_the_safety_layer(chain, serve, commande
             time.sleep(0.1)
     assert server.stats.rejected["invalid_action"] == 1
     assert chain.packets > 20
+
+
+def test_tether_serve_runs_the_arm_from_a_json_config(chain, tmp_path, commanded):
+    import json
+
+    from tether.launch.processes import free_tcp_address, start, stop, wait_for_server
+
+    arm = tmp_path / "arm.json"
+    arm.write_text(json.dumps({"port": chain.port, "ids": [1, 2, 3], "low": [-1.5] * 3,
+                               "high": [1.5] * 3, "max_velocity_rad_s": 2.0}))
+    address = free_tcp_address()
+    server = start(["serve", "--robot", "dynamixel", "--robot-config", str(arm), "--address", address,
+                    "--rate-hz", "50"], tmp_path / "serve.log")
+    try:
+        wait_for_server(address, server)
+        with RobotClient(address) as client:
+            assert client.spec.robot_type == "dynamixel-arm" and client.spec.control_rate_hz == 50
+            state = client.reset(None, None)
+            client.send_action(np.array([0.02, 0.0, -0.02]), state["seq"])
+            np.testing.assert_allclose(commanded(client)["action"], [0.02, 0.0, -0.02], atol=1e-6)
+    finally:
+        stop(server)

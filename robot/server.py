@@ -1,13 +1,14 @@
 """The robot server: runs a ``Robot`` driver at a fixed control rate behind ZeroMQ.
 
 Sockets (see ``robot/PROTOCOL.md``): a ROUTER at the command endpoint takes ``hello``,
-``command``, ``reset`` and ``heartbeat`` messages; a PUB at the state endpoint publishes one
-``state`` message per tick. The loop never blocks on the network: between ticks it polls the
-ROUTER until the next deadline, keeps only the latest valid command (latest-command-wins), and at
-each tick applies that command once, or ``hold()`` when none arrived. State is published on every
-tick, also between episodes (``done`` true, nothing stepped; before the first episode
-``episode`` is -1 and ``observation`` empty), so subscribers can tell the link is alive. Every message that fails
-decoding, the handshake, the spec or the freshness check is dropped and counted in ``stats``.
+``command``, ``chunk``, ``reset``, ``heartbeat`` and e-stop messages; a PUB at the state endpoint
+publishes one ``state`` message per tick. The loop never blocks on the network: between ticks it
+polls the ROUTER until the next deadline, keeps only the latest valid command (latest wins), and
+at each tick applies that command once, else the action chunks' value for the tick's time, else
+``hold()``. State is published on every tick, also between episodes (``done`` true, nothing
+stepped; before the first episode ``episode`` is -1 and ``observation`` empty), so subscribers
+can tell the link is alive. Every message that fails decoding, the handshake, the spec, the
+safety layer or the freshness check is dropped and counted in ``stats.rejected``.
 """
 
 from __future__ import annotations

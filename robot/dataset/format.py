@@ -7,8 +7,8 @@
     meta/tasks.parquet                              task string (index) -> task_index
     meta/episodes/chunk-000/file-000.parquet        one row per episode: length, tasks, where
                                                     its rows and video frames are, its stats
-    data/chunk-XXX/file-XXX.parquet                 frames: one column per feature
-    videos/<video key>/chunk-XXX/file-XXX.mp4       camera frames
+    data/chunk-NNN/file-NNN.parquet                 frames: one column per feature
+    videos/<video key>/chunk-NNN/file-NNN.mp4       camera frames
 
 (LeRobot, ``src/lerobot/datasets/utils.py``, codebase version v3.0.) tether writes one data file
 and one video file per episode (a layout v3.0 allows: an episode's rows are located by

@@ -112,10 +112,12 @@ class RobotClient:
         spec = RobotSpec.from_dict(reply["spec"])
         if self.client_spec is not None:
             spec.check_policy(self.client_spec)
-        self.spec, self.session = spec, reply["session"]
-        # Wait until the state subscription is live, so no episode start can be missed.
-        while self.next_state()["session"] != self.session:
+        # Wait until the state subscription is live, so no episode start can be missed; states
+        # of an earlier session still queued are skipped (session None: no re-handshake).
+        self.session = None
+        while self.next_state()["session"] != reply["session"]:
             pass
+        self.spec, self.session = spec, reply["session"]
         return self.spec
 
     def _recv_state(self) -> dict:
@@ -131,7 +133,6 @@ class RobotClient:
     def _reconnect(self) -> None:
         """The server restarted (a new session): handshake again so its commands are accepted.
         ZeroMQ has already re-established the connections by the time its state arrives."""
-        self.session = None  # the handshake reads states too: no recursion
         self.reconnects += 1
         log.warning("robot server at %s restarted: handshaking again", self.address)
         self.connect()

@@ -10,7 +10,7 @@ import sys
 
 import tyro
 
-from tether.launch import bench, collect, demo, eval as eval_verb, export, keys, serve, train
+from tether.launch import bench, collect, dataset, demo, eval as eval_verb, export, keys, serve, train
 
 VERBS = {
     "demo": (demo.DemoCommand, demo.main),
@@ -21,6 +21,7 @@ VERBS = {
     "eval": (eval_verb.EvalCommand, eval_verb.main),
     "keys": (keys.KeysCommand, keys.main),
     "bench": (bench.BenchCommand, bench.main),
+    "dataset": (dataset.DatasetCommand, dataset.main),
 }
 
 

@@ -1,7 +1,7 @@
 """Reader of LeRobotDataset v3.0 folders, written by tether or by LeRobot.
 
-``meta/episodes`` is the source of truth: only episodes listed there are read, so files left by a
-crashed recording are never seen.
+Only episodes listed in ``meta/episodes`` and counted by ``meta/info.json`` (written last by the
+writer, so it is the commit point) are read: files left by a crashed recording are never seen.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ class Dataset:
         rows: list[dict] = []
         for f in files:
             rows.extend(pq.read_table(f).to_pylist())
-        self.episodes = sorted(rows, key=lambda r: r["episode_index"])
+        # info.json is written last: an episode it does not count yet was not committed.
+        committed = int(self.info.get("total_episodes", len(rows)))
+        self.episodes = sorted(rows, key=lambda r: r["episode_index"])[:committed]
         self.video_keys = [k for k, f in self.features.items() if f["dtype"] == "video"]
 
     def __len__(self) -> int:

@@ -135,6 +135,8 @@ class DatasetWriter:
                 if path.is_file() and path not in listed:
                     log.warning("removing %s: its episode was never completed", path)
                     path.unlink()
+        for path in (self.root / "meta").rglob("*.tmp"):  # a metadata write that never finished
+            path.unlink()
 
     @staticmethod
     def _data_path(index: int) -> str:

@@ -149,3 +149,21 @@ def test_reader_errors(tmp_path):
     info_path.write_text(json.dumps(info))
     with pytest.raises(DatasetError, match="v2.1; tether reads v3.0"):
         Dataset(tmp_path / "ds")
+
+
+def test_info_json_is_the_commit_point(tmp_path):
+    root = tmp_path / "ds"
+    writer = DatasetWriter(root, SPEC, fps=10)
+    writer.add_episode(episode(4, 0), "t")
+    writer.add_episode(episode(5, 1), "t")
+    info_before = (root / "meta/info.json").read_text()
+    writer.add_episode(episode(6, 2), "t")
+    # A kill after meta/episodes was replaced but before info.json was: episode 2 not committed.
+    (root / "meta/info.json").write_text(info_before)
+    (root / "meta/stats.json.tmp").write_text("{")
+    assert [e["length"] for e in Dataset(root).episodes] == [4, 5]
+    resumed = DatasetWriter(root, SPEC, fps=10, resume=True)
+    assert not (root / "data/chunk-000/file-002.parquet").exists()
+    assert not (root / "meta/stats.json.tmp").exists()
+    assert resumed.add_episode(episode(3, 3), "t") == 2
+    assert [e["length"] for e in Dataset(root).episodes] == [4, 5, 3]

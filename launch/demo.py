@@ -155,7 +155,6 @@ def run(cmd: DemoCommand) -> dict:
             out / "dataset", out / "train", BesoConfig(window=1),
             TrainConfig(steps=steps, batch_size=cmd.batch_size, seed=cmd.seed),
         )
-
         checkpoint, _, _ = train_beso(
             train_cmd,
             lambda step, loss: progress.update(

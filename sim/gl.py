@@ -2,8 +2,9 @@
 
 Software EGL is Mesa's llvmpipe, which loads its own LLVM. The torch builds that ship triton load
 another LLVM when ``torch.optim``/``torch._dynamo`` first imports triton; if Mesa's came first, that
-import crashes the process (SIGSEGV). So a process that will train must not render before it
-imports torch: ``check_render_backend_isolated`` runs the check in a child process.
+import crashes the process (SIGSEGV). ``OffscreenCamera`` therefore loads triton (when installed)
+before it opens a GL context, and ``check_render_backend_isolated`` keeps a process that will
+train free of GL altogether.
 """
 
 from __future__ import annotations

@@ -1,0 +1,9 @@
+"""Cameras with one interface: ``start()``, ``read() -> Frame`` (the newest frame, with its
+capture time), ``stop()``. ``OpenCVCamera`` captures in its own thread; ``SimulatedCamera``
+renders a simulator on demand."""
+
+from tether.perception.cameras.base import Camera, CameraError, Frame
+from tether.perception.cameras.opencv import OpenCVCamera
+from tether.perception.cameras.simulated import SimulatedCamera
+
+__all__ = ["Camera", "CameraError", "Frame", "OpenCVCamera", "SimulatedCamera"]

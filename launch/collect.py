@@ -50,6 +50,8 @@ class CollectConfig:
 
 @dataclass
 class CollectResult:
+    """Episodes and frames in the dataset, expert successes per task, wall time (s)."""
+
     episodes: int
     frames: int
     expert_successes: dict[str, int] = field(default_factory=dict)

@@ -50,6 +50,7 @@ class EvalCommand:
 
 
 def percentile_ms(values_s: list[float], q: float) -> float:
+    """The q-th percentile of durations given in s, in ms (NaN for none)."""
     return float(np.percentile(np.asarray(values_s) * 1000, q)) if values_s else float("nan")
 
 

@@ -42,9 +42,11 @@ class Normalizer:
         )
 
     def obs(self, x: np.ndarray) -> np.ndarray:
+        """Z-scored observations, same shape as ``x`` [..., S]."""
         return (x - self.obs_mean) / self.obs_std
 
     def action(self, a: np.ndarray) -> np.ndarray:
+        """Actions scaled to [-1, 1] over the data's range, same shape as ``a`` [..., A]."""
         return (a - self.action_center) / self.action_half_range
 
     @classmethod
@@ -86,6 +88,11 @@ class WindowData:
 
     @classmethod
     def from_dataset(cls, root: Path | str, window: int) -> WindowData:
+        """Read ``observation.state``, ``action`` and task of every frame of the dataset at ``root``.
+
+        Raises:
+            tether.robot.dataset.DatasetError: not a readable dataset.
+        """
         ds = Dataset(root)
         frames = ds.frames(["observation.state", "action", "episode_index", "task_index", "frame_index"])
         obs = frames["observation.state"].astype(np.float32)

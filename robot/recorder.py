@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RecorderStats:
+    """Episodes written and dropped (with the reason logged), frames written, stream gaps."""
+
     episodes_written: int = 0
     episodes_dropped: int = 0
     frames_written: int = 0
@@ -56,6 +58,7 @@ class EpisodeAssembler:
         self._current: _Episode | None = None
 
     def handle(self, state: dict) -> tuple[dict[str, np.ndarray], str | None] | None:
+        """Feed one state message; returns (frames, task) when it completes an episode."""
         ep = self._current
         if ep is None or state["episode"] != ep.episode:
             if ep is not None:

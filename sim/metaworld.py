@@ -76,6 +76,8 @@ def metaworld_spec(
 
 @dataclass
 class StepResult:
+    """One control period: state (39,) float32, reward, success flag, truncation flag."""
+
     state: np.ndarray
     reward: float
     success: bool

@@ -61,4 +61,5 @@ def aggregate(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def to_jsonable(stats: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list]]:
+    """Feature -> stat -> nested lists, as ``meta/stats.json`` stores them."""
     return {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in stats.items()}

@@ -38,6 +38,7 @@ def _arrow_column(values: np.ndarray) -> pa.Array:
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to a temporary file and rename it to ``path``: complete or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)

@@ -77,6 +77,7 @@ class DynamixelConfig:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} servos")
 
     def spec(self) -> RobotSpec:
+        """The arm's robot spec: joint positions in rad, limits, rate, per-tick change bound."""
         n = len(self.ids)
         max_step = self.max_velocity_rad_s / self.rate_hz
         return RobotSpec(
@@ -90,10 +91,12 @@ class DynamixelConfig:
 
 
 def to_ticks(radians: np.ndarray) -> np.ndarray:
+    """Joint angles (rad, 0 at the centre) -> X-series position ticks (4096 per turn, centre 2048)."""
     return np.round(np.asarray(radians) * TICKS_PER_REV / (2 * np.pi) + CENTER_TICK).astype(np.int64)
 
 
 def to_radians(ticks: np.ndarray) -> np.ndarray:
+    """X-series position ticks -> joint angles (rad, float32); inverse of ``to_ticks``."""
     return ((np.asarray(ticks, np.float64) - CENTER_TICK) * 2 * np.pi / TICKS_PER_REV).astype(np.float32)
 
 

@@ -8,7 +8,6 @@ import sys
 import textwrap
 import time
 
-import msgpack
 import numpy as np
 
 from tether.launch.processes import free_tcp_address, start, stop, wait_for_server

@@ -5,12 +5,11 @@ import time
 import msgpack
 import numpy as np
 import pytest
-import zmq
 
 from tether.robot import protocol
 from tether.robot.client import RobotClient, RobotLinkError
 from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
-from tether.robot.spec import Feature, RobotSpec, SpecMismatchError
+from tether.robot.spec import RobotSpec, SpecMismatchError
 
 
 def drive_to_origin(client: RobotClient, seed: int = 0, max_steps: int = 400) -> dict:

@@ -213,7 +213,7 @@ def run(cmd: DemoCommand) -> dict:
             "seeds": [cmd.seed, cmd.seed + demos - 1],
         },
         "policy": {"onnx": str(onnx_path), "parameters": parameters, "onnx_torch_max_abs_diff": parity,
-                   "sampler": "ddim", "num_steps": BesoConfig().num_steps},
+                   "sampler": "ddim", "num_steps": train_cmd.beso.num_steps},
         "evaluation": {"seeds": [EVAL_SEED + cmd.seed, EVAL_SEED + cmd.seed + cmd.eval_episodes - 1],
                        "runner_imported_torch": evaluation["torch_imported"]},
         "videos": videos,

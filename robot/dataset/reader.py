@@ -87,15 +87,13 @@ class Dataset:
     def episode(self, index: int, columns: list[str] | None = None) -> dict[str, np.ndarray]:
         """The frames of one episode: column -> array [length, ...]."""
         ep = self.episodes[index]
-        table = pq.read_table(self._data_file(ep), columns=columns)
-        mask = np.asarray(table.column("episode_index").to_numpy() == ep["episode_index"]) if (
-            "episode_index" in table.column_names
-        ) else None
-        out = {}
-        for name in table.column_names:
-            values = _column_to_numpy(table.column(name))
-            out[name] = values[mask] if mask is not None else values
-        return out
+        # A data file may hold several episodes (LeRobot packs them up to ~100 MB, one row group
+        # each): the filter selects this one's rows even when ``columns`` leaves out
+        # episode_index, and row-group statistics let pyarrow skip the other episodes.
+        table = pq.read_table(
+            self._data_file(ep), columns=columns, filters=[("episode_index", "=", ep["episode_index"])]
+        )
+        return {name: _column_to_numpy(table.column(name)) for name in table.column_names}
 
     def frames(self, columns: list[str]) -> dict[str, np.ndarray]:
         """Columns of every episode, concatenated in episode order: column -> [total, ...]."""

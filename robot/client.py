@@ -122,9 +122,9 @@ class RobotClient:
 
     def _recv_state(self) -> dict:
         frame = self._sub.recv()
-        received = time.perf_counter()
+        received = time.monotonic()
         msg = protocol.decode(frame)
-        msg["received"] = received  # local perf_counter() time of arrival, for latency
+        msg["received"] = received  # local time.monotonic() of arrival, the clock cameras stamp with
         self._last_state_seq = msg["seq"]
         if self.session is not None and msg["session"] != self.session:
             self._reconnect()
@@ -139,7 +139,7 @@ class RobotClient:
 
     def next_state(self, timeout_s: float | None = None) -> dict:
         """The next state message in publication order (blocks up to ``timeout_s``), with the
-        local arrival time added as ``received`` (``time.perf_counter()`` s).
+        local arrival time added as ``received`` (``time.monotonic()`` s).
 
         Raises:
             RobotLinkError: nothing arrived in time.

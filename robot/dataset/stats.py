@@ -16,16 +16,19 @@ QUANTILE_KEYS = tuple(f"q{int(q * 100):02d}" for q in QUANTILES)
 MAX_IMAGE_FRAMES = 100  # frames sampled per episode for image statistics
 
 
-def feature_stats(values: np.ndarray, is_image: bool = False) -> dict[str, np.ndarray]:
-    """Stats of one episode's column: ``values`` is [N, ...] (images [N, H, W, C] uint8)."""
-    n = len(values)
+def feature_stats(
+    values: np.ndarray, is_image: bool = False, count: int | None = None
+) -> dict[str, np.ndarray]:
+    """Stats of one episode's column: ``values`` is [N, ...] (images [N, H, W, C] uint8, possibly
+    a sample of the episode's frames, in which case ``count`` is the episode's length)."""
+    n = len(values) if count is None else count
     if is_image:
-        step = max(1, n // MAX_IMAGE_FRAMES)
+        step = max(1, len(values) // MAX_IMAGE_FRAMES)
         x = values[::step].astype(np.float64) / 255.0
         x = x.reshape(-1, x.shape[-1])  # pixels x channels
         shape = (-1, 1, 1)
     else:
-        x = values.astype(np.float64).reshape(n, -1)
+        x = values.astype(np.float64).reshape(len(values), -1)
         shape = (-1,)
     stats = {
         "min": x.min(0).reshape(shape),
@@ -37,6 +40,35 @@ def feature_stats(values: np.ndarray, is_image: bool = False) -> dict[str, np.nd
     for key, q in zip(QUANTILE_KEYS, np.quantile(x, QUANTILES, axis=0)):
         stats[key] = q.reshape(shape)
     return stats
+
+
+class ImageSample:
+    """A bounded sample of a stream of images for their statistics, kept while they are encoded.
+
+    Every ``stride``-th frame is kept, spatially subsampled to at most ~160 px a side; when more
+    than ``2 * MAX_IMAGE_FRAMES`` are held, every other one is dropped and the stride doubles.
+    Memory stays under ~30 MB per camera whatever the episode length (LeRobot likewise estimates
+    image statistics from a subsample of frames).
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self.count = 0
+        self.stride = 1
+
+    def add(self, image: np.ndarray) -> None:
+        """Offer one frame uint8 [H, W, C]."""
+        if self.count % self.stride == 0:
+            step = max(1, max(image.shape[:2]) // 160)
+            self.frames.append(np.ascontiguousarray(image[::step, ::step]))
+            if len(self.frames) > 2 * MAX_IMAGE_FRAMES:
+                self.frames = self.frames[::2]
+                self.stride *= 2
+        self.count += 1
+
+    def stats(self) -> dict[str, np.ndarray]:
+        """``feature_stats`` of the sampled frames, counting every frame offered."""
+        return feature_stats(np.stack(self.frames), is_image=True, count=self.count)
 
 
 def aggregate(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

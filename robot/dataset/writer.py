@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tether.robot.dataset import format as fmt
-from tether.robot.dataset.stats import aggregate, feature_stats, to_jsonable
+from tether.robot.dataset.stats import ImageSample, aggregate, feature_stats, to_jsonable
 from tether.robot.spec import RobotSpec
-from tether.robot.video import write_mp4
+from tether.robot.video import VideoEncoder
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,8 @@ class DatasetWriter:
         self.episodes: list[dict] = []
         self.tasks: list[str] = []
         self._episode_stats: list[dict[str, dict[str, np.ndarray]]] = []
+        self._spec_features = {**spec.observation, "action": spec.action}
+        self._open: EpisodeWriter | None = None
         info_path = self.root / fmt.INFO_PATH
         if info_path.exists():
             if overwrite:
@@ -147,8 +151,19 @@ class DatasetWriter:
     def _video_path(key: str, index: int) -> str:
         return fmt.VIDEO_PATH.format(video_key=key, **fmt.chunk_and_file(index))
 
+    def begin_episode(self, task: str) -> EpisodeWriter:
+        """Start the next episode; add frames to it one at a time and ``save()`` or ``discard()`` it.
+
+        Raises:
+            RuntimeError: another episode of this writer is still open.
+        """
+        if self._open is not None:
+            raise RuntimeError("an episode is still open: save() or discard() it first")
+        self._open = EpisodeWriter(self, len(self.episodes), task)
+        return self._open
+
     def add_episode(self, frames: dict[str, np.ndarray], task: str) -> int:
-        """Write one episode and return its index.
+        """Write one whole episode and return its index.
 
         Args:
             frames: feature key -> array [N, ...] for every feature of the spec (observations and
@@ -158,35 +173,30 @@ class DatasetWriter:
         Raises:
             ValueError: a feature is missing, has the wrong shape, or columns differ in length.
         """
-        index = len(self.episodes)
         n = len(frames["action"]) if "action" in frames else 0
         if n == 0:
             raise ValueError("an episode needs at least one frame with an 'action'")
-        for key, feature in {**self.spec.observation, "action": self.spec.action}.items():
+        for key, feature in self._spec_features.items():
             if key not in frames:
                 raise ValueError(f"episode is missing feature {key!r}")
-            if frames[key].shape != (n, *feature.shape):
-                raise ValueError(f"{key}: shape {frames[key].shape}, expected {(n, *feature.shape)}")
+            if np.shape(frames[key]) != (n, *feature.shape):
+                raise ValueError(f"{key}: shape {np.shape(frames[key])}, expected {(n, *feature.shape)}")
+        episode = self.begin_episode(task)
+        try:
+            for i in range(n):
+                episode.add_frame({k: v[i] for k, v in frames.items()})
+        except BaseException:
+            episode.discard()
+            raise
+        return episode.save()
+
+    def _commit(self, episode: EpisodeWriter, columns: dict[str, np.ndarray],
+                stats: dict[str, dict[str, np.ndarray]]) -> int:
+        """Write an episode's data file and metadata (its videos are already in place)."""
+        index, n, task = episode.index, len(episode), episode.task
         if task not in self.tasks:
             self.tasks.append(task)
-        # Every declared column must exist (LeRobot loads a missing one as None): a robot without
-        # a reward source records reward 0 and no success; the last frame ends the episode.
-        frames = {
-            "next.reward": np.zeros(n, np.float32),
-            "next.success": np.zeros(n, bool),
-            "next.done": np.arange(n) == n - 1,
-            **frames,
-        }
         start = self.total_frames
-        columns: dict[str, np.ndarray] = {}
-        stats: dict[str, dict[str, np.ndarray]] = {}
-        for key, feature in self.features.items():
-            if key in fmt.DEFAULT_FEATURES:
-                continue
-            values = np.asarray(frames[key])
-            stats[key] = feature_stats(values, is_image=feature["dtype"] == "video")
-            if feature["dtype"] != "video":
-                columns[key] = values.astype(feature["dtype"])
         defaults = {
             "timestamp": (np.arange(n) / self.fps).astype(np.float32),
             "frame_index": np.arange(n, dtype=np.int64),
@@ -210,15 +220,14 @@ class DatasetWriter:
             "dataset_to_index": start + n,
         }
         for key in self.video_keys:
-            write_mp4(self.root / self._video_path(key, index), frames[key], self.fps)
             row[f"videos/{key}/chunk_index"] = where["chunk_index"]
             row[f"videos/{key}/file_index"] = where["file_index"]
             row[f"videos/{key}/from_timestamp"] = 0.0
             row[f"videos/{key}/to_timestamp"] = n / self.fps
         row["meta/episodes/chunk_index"] = 0
         row["meta/episodes/file_index"] = 0
-        for key, feature_stat in stats.items():
-            for name, value in feature_stat.items():
+        for key in self.features:  # in feature order, as LeRobot lists them
+            for name, value in stats[key].items():
                 row[f"stats/{key}/{name}"] = value.tolist()
         self.episodes.append(row)
         self._episode_stats.append(stats)
@@ -252,3 +261,132 @@ class DatasetWriter:
         }
         # info.json last: it is what readers open first, and it only counts finished episodes.
         fmt.write_json_atomic(self.root / fmt.INFO_PATH, info)
+
+
+class _VideoStream:
+    """One camera's encoder in its own thread, fed through a bounded queue: the recording loop
+    never waits on x264 unless the encoder falls ``capacity`` frames behind, and then it blocks
+    rather than dropping a frame."""
+
+    def __init__(self, path: Path, fps: float, capacity: int):
+        self.encoder = VideoEncoder(path, fps)
+        self.sample = ImageSample()
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self._thread = threading.Thread(target=self._run, name=f"encode-{path.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (image := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.encoder.add(image)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the recording thread
+                    self.error = e
+
+    def put(self, image: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.sample.add(image)
+        self._queue.put(image)
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """Wait for the encoder, move the file into place; the frames' statistics."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            self.encoder.abort()
+            raise self.error
+        self.encoder.close()
+        return self.sample.stats()
+
+    def abort(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self.encoder.abort()
+
+
+class EpisodeWriter:
+    """One episode being recorded: frames are added as they arrive, videos are encoded meanwhile.
+
+    Made by ``DatasetWriter.begin_episode``. Nothing becomes part of the dataset before ``save()``;
+    ``discard()`` (or a crash) leaves only temporary files, which ``resume`` removes.
+
+    Attributes:
+        index: the episode index it will get; task: its task string.
+    """
+
+    VIDEO_QUEUE_S = 2.0  # seconds of frames an encoder may fall behind before add_frame blocks
+
+    def __init__(self, writer: DatasetWriter, index: int, task: str):
+        self.writer, self.index, self.task = writer, index, task
+        self._columns: dict[str, list] = {k: [] for k, f in writer.features.items()
+                                          if f["dtype"] != "video" and k not in fmt.DEFAULT_FEATURES}
+        capacity = max(4, int(self.VIDEO_QUEUE_S * writer.fps))
+        self._videos = {k: _VideoStream(writer.root / writer._video_path(k, index), writer.fps, capacity)
+                        for k in writer.video_keys}
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def add_frame(self, frame: dict) -> None:
+        """Append one frame: every feature of the spec (``observation.*`` and ``action``, images
+        uint8 [H, W, 3]) and optionally ``next.reward``, ``next.success``, ``next.done`` (scalars;
+        default 0, False, and True on the last frame).
+
+        Raises:
+            ValueError: a feature is missing or has the wrong shape.
+        """
+        for key, feature in self.writer._spec_features.items():
+            if key not in frame:
+                raise ValueError(f"frame {self._n} is missing feature {key!r}")
+            if np.shape(frame[key]) != feature.shape:
+                raise ValueError(f"{key}: frame {self._n} has shape {np.shape(frame[key])}, "
+                                 f"expected {feature.shape}")
+        for key, stream in self._videos.items():
+            stream.put(frame[key])
+        for key, values in self._columns.items():
+            if key in frame:
+                values.append(frame[key])
+            elif key in fmt.OUTCOME_FEATURES:
+                values.append(None)
+        self._n += 1
+
+    def save(self) -> int:
+        """Finish the videos, write the data file and the metadata; returns the episode index.
+
+        Raises:
+            ValueError: the episode has no frame.
+        """
+        if self._n == 0:
+            self.discard()
+            raise ValueError("an episode needs at least one frame")
+        try:
+            stats = {k: stream.finish() for k, stream in self._videos.items()}
+        except BaseException:
+            self.discard()
+            raise
+        n = self._n
+        # Every declared column must exist (LeRobot loads a missing one as None): a robot without
+        # a reward source records reward 0 and no success; the last frame ends the episode.
+        fill = {"next.reward": 0.0, "next.success": False}
+        columns: dict[str, np.ndarray] = {}
+        for key, values in self._columns.items():
+            if key == "next.done":
+                values = [i == n - 1 if v is None else v for i, v in enumerate(values)]
+            elif key in fill:
+                values = [fill[key] if v is None else v for v in values]
+            array = np.asarray(values).astype(self.writer.features[key]["dtype"])
+            columns[key] = array
+            stats[key] = feature_stats(array)
+        self.writer._open = None
+        return self.writer._commit(self, columns, stats)
+
+    def discard(self) -> None:
+        """Drop the episode: nothing of it stays on disk."""
+        for stream in self._videos.values():
+            stream.abort()
+        self._videos = {}
+        if self.writer._open is self:
+            self.writer._open = None

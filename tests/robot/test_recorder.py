@@ -26,10 +26,10 @@ def test_frames_pair_each_observation_with_the_action_taken_from_it(serve, tmp_p
         with RobotClient(server.address) as client:
             finals = [run_episode(client, seed) for seed in (0, 1)]
             run_episode(client, 2, steps=10)  # interrupted by the next reset: must not be written
-            client.reset("reach-origin", 3)
+            client.reset("reach-origin", 3)  # in progress when the recorder stops: not written
         assert recorder.wait_for(3, timeout_s=10)
         stats = recorder.stop()
-    assert stats.episodes_written == 2 and stats.episodes_dropped == 1 and stats.gaps == 0
+    assert stats.episodes_written == 2 and stats.episodes_dropped == 2 and stats.gaps == 0
     ds = Dataset(tmp_path / "ds")
     assert [e["length"] for e in ds.episodes] == [f["step"] for f in finals]
     alpha, dt = robot.alpha, robot.dt
@@ -61,20 +61,48 @@ def state(step, episode=0, done=False):
             "observation": {"observation.state": np.full(4, step, np.float32)}}
 
 
+def events(assembler, states):
+    return [e for s in states for e in assembler.handle(s)]
+
+
 def test_gap_in_the_stream_drops_the_episode():
     assembler = EpisodeAssembler()
-    results = [assembler.handle(state(step, done=step == 5)) for step in (0, 1, 2, 4, 5)]
-    assert results == [None] * 5
-    assert assembler.stats.gaps == 1 and assembler.stats.episodes_dropped == 1
+    got = events(assembler, [state(step, done=step == 5) for step in (0, 1, 2, 4, 5)])
+    assert [e[0] for e in got] == ["begin", "frame", "drop"]
+    assert assembler.stats.gaps == 1 and not assembler.recording
 
 
 def test_assembler_joins_at_the_next_episode_and_ignores_idle_ticks():
     assembler = EpisodeAssembler()
-    assert assembler.handle(state(7, episode=0)) is None  # joined mid-episode: skipped
-    assert assembler.handle(state(0, episode=1)) is None
-    assert assembler.handle(state(1, episode=1)) is None
-    frames, task = assembler.handle(state(2, episode=1, done=True))
-    assert assembler.handle(state(2, episode=1, done=True)) is None  # idle repeat
-    assert task == "t" and frames["observation.state"][:, 0].tolist() == [0, 1]
-    assert frames["action"][:, 0].tolist() == [1, 2]  # action of tick t+1 pairs with obs t
-    assert frames["next.done"].tolist() == [False, True]
+    assert assembler.handle(state(7, episode=0)) == []  # joined mid-episode: skipped
+    got = events(assembler, [state(0, episode=1), state(1, episode=1), state(2, episode=1, done=True)])
+    assert assembler.handle(state(2, episode=1, done=True)) == []  # idle repeat
+    assert [e[0] for e in got] == ["begin", "frame", "frame", "end"] and got[0][1] == "t"
+    frames = [e[1] for e in got if e[0] == "frame"]
+    assert [f["observation.state"][0] for f in frames] == [0, 1]
+    assert [f["action"][0] for f in frames] == [1, 2]  # action of tick t+1 pairs with obs t
+    assert [f["next.done"] for f in frames] == [False, True]
+
+
+def test_operator_ends_or_discards_an_episode_and_its_later_ticks_are_ignored():
+    assembler = EpisodeAssembler()
+    events(assembler, [state(0), state(1), state(2)])
+    ended = assembler.end_episode()
+    assert [e[0] for e in ended] == ["frame", "end"] and ended[0][1]["next.done"]
+    assert events(assembler, [state(3), state(4)]) == []  # same server episode: ignored
+    got = events(assembler, [state(0, episode=1), state(1, episode=1)])
+    assert [e[0] for e in got] == ["begin"]  # the first frame is held until the next one
+    assert [e[0] for e in assembler.discard_episode()] == ["drop"]
+    assert events(assembler, [state(2, episode=1)]) == []
+
+
+def test_play_mode_splits_a_continuous_stream_into_fixed_length_episodes():
+    assembler = EpisodeAssembler(play_frames=3)
+    got = events(assembler, [state(step) for step in range(5, 11)])  # joins mid-stream
+    kinds = [e[0] for e in got]
+    assert kinds == ["begin", "frame", "frame", "frame", "end", "begin", "frame"]
+    first = [e[1]["observation.state"][0] for e in got[1:4]]
+    assert first == [5, 6, 7] and got[3][1]["next.done"]
+    assert got[6][1]["observation.state"][0] == 8  # the next piece starts where the last ended
+    got = events(assembler, [state(12)])  # a gap closes the piece and starts a new one
+    assert [e[0] for e in got] == ["frame", "end", "begin"] and assembler.stats.gaps == 1

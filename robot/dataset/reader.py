@@ -101,15 +101,19 @@ class Dataset:
         parts = [self.episode(i, cols) for i in range(len(self))]
         return {c: np.concatenate([p[c] for p in parts]) for c in columns}
 
-    def video(self, key: str, index: int) -> np.ndarray:
-        """The frames of camera ``key`` in episode ``index``: uint8 [length, H, W, 3]."""
+    def video_path(self, key: str, index: int) -> Path:
+        """The MP4 file holding camera ``key``'s frames of episode ``index`` (maybe with others)."""
         ep = self.episodes[index]
-        path = self.root / self.info["video_path"].format(
+        return self.root / self.info["video_path"].format(
             video_key=key,
             chunk_index=ep[f"videos/{key}/chunk_index"],
             file_index=ep[f"videos/{key}/file_index"],
         )
-        frames = read_mp4(path)
+
+    def video(self, key: str, index: int) -> np.ndarray:
+        """The frames of camera ``key`` in episode ``index``: uint8 [length, H, W, 3]."""
+        ep = self.episodes[index]
+        frames = read_mp4(self.video_path(key, index))
         first = int(round(ep[f"videos/{key}/from_timestamp"] * self.fps))
         return frames[first : first + ep["length"]]
 

@@ -1,4 +1,7 @@
-"""``tether bench loop``: timing of the robot link with a policy in the loop, and its baselines.
+"""``tether bench loop|record``: benchmarks of the deployment path, each with its baselines.
+
+``record`` is in ``bench_record.py``. ``loop`` measures the timing of the robot link with a policy
+in the loop, and its baselines.
 
 A point-mass robot server runs in its own process at ``--rate``; this process plays the policy
 client. Three phases run against the same server, one after the other:
@@ -20,20 +23,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal, Union
 
 import numpy as np
 import tyro
 
 from tether.launch import processes
+from tether.launch.bench_record import RecordBench, bench_record, print_result
 from tether.robot.client import RobotClient
 
 
 @dataclass
-class BenchCommand:
+class LoopBench:
     """Benchmark the control loop: rate, jitter and policy step latency, with baselines."""
 
-    what: tyro.conf.Positional[Literal["loop"]]
     rate: float = 500.0
     """Control rate of the server (Hz)."""
     duration: float = 60.0
@@ -88,7 +91,7 @@ def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: f
     }
 
 
-def bench_loop(cmd: BenchCommand) -> dict:
+def bench_loop(cmd: LoopBench) -> dict:
     """Run the three phases and return the result dict (see module docstring)."""
     import torch
 
@@ -154,7 +157,22 @@ def bench_loop(cmd: BenchCommand) -> dict:
     }
 
 
-def main(cmd: BenchCommand) -> None:
+@dataclass
+class BenchCommand:
+    """Benchmarks: the control loop (rate, jitter, policy latency) or recording (dropped frames)."""
+
+    bench: tyro.conf.OmitArgPrefixes[tyro.conf.OmitSubcommandPrefixes[Union[
+        Annotated[LoopBench, tyro.conf.subcommand("loop")],
+        Annotated[RecordBench, tyro.conf.subcommand("record")],
+    ]]]
+
+
+def main(command: BenchCommand) -> None:
+    cmd = command.bench
+    if isinstance(cmd, RecordBench):
+        result = bench_record(cmd)
+        print(json.dumps(result, indent=2)) if cmd.json else print_result(result)
+        return
     result = bench_loop(cmd)
     if cmd.json:
         print(json.dumps(result, indent=2))

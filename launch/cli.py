@@ -27,7 +27,9 @@ VERBS = {
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or set-up: printed as one line, exit code 2."""
+    from tether.launch import UsageError
     from tether.launch.demo import OutputExistsError
+    from tether.perception.cameras import CameraError
     from tether.robot.client import RobotLinkError
     from tether.robot.drivers.dynamixel import DynamixelError
     from tether.robot.dataset import DatasetError, DatasetExistsError
@@ -39,7 +41,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [
         OutputExistsError, RobotLinkError, InsecureBindError, FileExistsError, DynamixelError, DatasetError, DatasetExistsError, PolicyLoadError,
-        SpecError, SpecMismatchError, UnknownTaskError, RenderBackendError, FileNotFoundError,
+        SpecError, SpecMismatchError, UnknownTaskError, RenderBackendError, FileNotFoundError, UsageError,
+        CameraError,
     ]
     return tuple(errors)
 

@@ -113,3 +113,9 @@ def read_mp4(path: Path | str) -> np.ndarray:
     """All frames of a video as uint8 [N, H, W, 3] RGB."""
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def count_frames(path: Path | str) -> int:
+    """Number of frames in a video, by decoding it (container headers can be wrong)."""
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))

@@ -20,3 +20,27 @@ def test_bench_loop_reports_every_figure():
         assert 0 < phase["policy_step_us"]["p50"] <= phase["policy_step_us"]["p99"]
     assert set(result["checks"]) == {
         "rate_within_1pct", "jitter_p99_le_1ms", "policy_step_p99_le_2x_transport_plus_inference"}
+
+
+def test_bench_record_reports_every_figure():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether.launch.cli", "bench", "record", "--cameras", "2", "--size",
+         "160x120", "--duration", "3", "--episode-s", "1", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["episodes"] >= 3 and result["frames"] >= 60
+    assert set(result["per_camera"]) == {"cam0", "cam1"}
+    for cam in result["per_camera"].values():
+        assert cam["used"] + cam["dropped"] <= cam["captured"] + 1
+    assert result["mb_per_minute"] > 0 and result["cpu_cores"]["recorder"] > 0
+    assert result["checks"]["videos_hold_every_frame"]
+
+
+def test_bench_record_rejects_a_bad_size():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether.launch.cli", "bench", "record", "--size", "640by480"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "WIDTHxHEIGHT" in proc.stderr

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from tether.robot.dataset import format as fmt
 from tether.robot.dataset.format import OUTCOME_FEATURES
 from tether.robot.dataset.reader import Dataset, DatasetError
-from tether.robot.dataset.stats import aggregate, feature_stats, to_jsonable
+from tether.robot.dataset.stats import ImageSample, aggregate, feature_stats, to_jsonable
 from tether.robot.dataset.writer import DatasetWriter
 from tether.robot.spec import RobotSpec
 
@@ -295,7 +295,11 @@ def recompute_stats(root: Path | str) -> dict[str, dict[str, np.ndarray]]:
         for key, feature in features.items():
             if feature["dtype"] == "video":
                 h, w = feature["shape"][:2]
-                stats[key] = feature_stats(ds.video(key, i)[: ep["length"], :h, :w], is_image=True)
+                # sampled as the writer samples a camera stream, so both give the same numbers
+                sample = ImageSample()
+                for image in ds.video(key, i)[: ep["length"], :h, :w]:
+                    sample.add(image)
+                stats[key] = sample.stats()
             else:
                 stats[key] = feature_stats(data[key])
         per_episode[ep["episode_index"]] = stats

@@ -1,6 +1,7 @@
 """``tether dataset info|view|merge|split|stats|replay`` through the command line's entry point."""
 
 import json
+from pathlib import Path
 
 import av
 import matplotlib.image
@@ -12,6 +13,7 @@ from tether.robot.dataset import Dataset, DatasetWriter
 from tether.robot.drivers.pointmass import TASK, PointMassRobot
 from tether.robot.spec import Feature, RobotSpec
 
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "lerobot_v30"
 SPEC = RobotSpec(
     "toy", 10.0,
     {"observation.state": Feature("float32", (3,), ("a", "b", "c")),
@@ -84,6 +86,14 @@ def test_view_writes_a_video_and_curves_per_episode(tmp_path, capsys):
     assert image.ndim == 3 and image.shape[0] > 300  # two panels: state and action
     run(capsys, "view", root)  # every episode, next to the dataset by default
     assert len(list((tmp_path / "ds_view").glob("episode_*.png"))) == 4
+
+
+def test_view_of_a_lerobot_dataset(tmp_path, capsys):
+    """No tether spec, episodes packed in one video: curves named from info.json, frames cut out."""
+    run(capsys, "view", FIXTURE, "--episodes", "2", "--out", tmp_path / "view")
+    with av.open(str(tmp_path / "view/episode_002.mp4")) as video:
+        assert len(list(video.decode(video=0))) == 8
+    assert (tmp_path / "view/episode_002.png").stat().st_size > 10_000
 
 
 def test_merge_split_and_stats(tmp_path, capsys):

@@ -1,6 +1,8 @@
 """Merging and splitting datasets, and recomputing their statistics."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from tether.robot.dataset import (
 )
 from tether.robot.dataset.edit import fraction_split, load_stats, parse_episodes, task_split
 from tether.robot.spec import Feature, RobotSpec
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "lerobot_v30"
 
 # An odd image width: the encoder pads it to an even one, and rewriting must crop it back.
 SPEC = RobotSpec(
@@ -164,3 +168,20 @@ def test_recompute_stats_rebuilds_what_the_writer_wrote(tmp_path):
     episode_after = Dataset(tmp_path / "ds").episode_stats(1)
     np.testing.assert_allclose(episode_after["action"]["std"], episode_before["action"]["std"], rtol=1e-6)
     assert episode_after["observation.images.cam"]["count"].tolist() == [7]
+
+
+def test_recompute_stats_of_a_lerobot_dataset(tmp_path):
+    """Episodes packed in one data file and one video, as LeRobot writes them; no tether spec."""
+    root = shutil.copytree(FIXTURE, tmp_path / "lerobot")
+    before = load_stats(root)
+    after = recompute_stats(root)
+    # exact for these; quantiles are averaged over episodes (as LeRobot aggregates them), while
+    # the fixture's were taken over all frames at once
+    for key in ("observation.state", "action", "index"):
+        for stat in ("min", "max", "mean", "std", "count"):
+            np.testing.assert_allclose(after[key][stat], before[key][stat], rtol=1e-6, err_msg=f"{key} {stat}")
+    ds = Dataset(root)
+    assert [e["length"] for e in ds.episodes] == [10, 12, 8]
+    np.testing.assert_allclose(ds.episode_stats(1)["index"]["mean"], [15.5])  # frames 10..21
+    with pytest.raises(DatasetEditError, match="has no tether robot spec"):
+        merge([root], tmp_path / "m")

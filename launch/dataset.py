@@ -25,6 +25,7 @@ from typing import Annotated, Union
 import numpy as np
 import tyro
 
+from tether.launch import UsageError
 from tether.robot.dataset import Dataset, DatasetError
 from tether.robot.dataset import edit
 
@@ -274,11 +275,11 @@ def _slug(task: str) -> str:
 def _split(cmd: Split) -> list[Dataset]:
     modes = [bool(cmd.episodes), bool(cmd.fractions), cmd.by_task]
     if sum(modes) != 1:
-        raise edit.DatasetEditError("split needs exactly one of --episodes, --fractions, --by-task")
+        raise UsageError("split needs exactly one of --episodes, --fractions, --by-task")
     ds = Dataset(cmd.dataset)
     if cmd.by_task:
         if len(cmd.out) != 1:
-            raise edit.DatasetEditError("--by-task takes one --out folder (parts go under it by task)")
+            raise UsageError("--by-task takes one --out folder (parts go under it by task)")
         parts = edit.task_split(ds)
         outs = [cmd.out[0] / _slug(task) for task in parts]
         selections = list(parts.values())
@@ -416,7 +417,7 @@ def _replay(cmd: Replay) -> None:
         from tether.robot.security import ClientKeys
 
         if cmd.server_public_key is None:
-            raise ValueError("--client-key needs --server-public-key")
+            raise UsageError("--client-key needs --server-public-key")
         keys = ClientKeys(cmd.client_key, cmd.server_public_key)
     with Progress(disable=cmd.json) as progress:
         bar = progress.add_task(f"replay episode {cmd.episode}", total=None)

@@ -76,7 +76,8 @@ def check_compatible(first: Dataset, other: Dataset) -> None:
 
 
 def episode_frames(ds: Dataset, index: int) -> tuple[dict[str, np.ndarray], str]:
-    """Episode ``index`` of ``ds`` as ``DatasetWriter.add_episode`` takes it, and its task.
+    """Episode ``index`` of ``ds`` as ``DatasetWriter.add_episode`` takes it, and its task (the
+    first of the episode's tasks: the writer stores one task per episode).
 
     Returns:
         (frames, task): feature key -> array [length, *feature shape] for each observation (images

@@ -16,7 +16,7 @@ class KeyboardOptions:
     """Terminal keyboard (``tether.robot.teleop.keyboard``).
 
     Attributes:
-        fd: file descriptor of the terminal to read (default: standard input).
+        fd: file descriptor of the terminal to read (default: 0, standard input).
         first_hold_s: how long one key press drives its axis (s); longer than the terminal's
             autorepeat delay (X and the Linux console: 250-660 ms) so a held key moves smoothly.
         repeat_hold_s: how long each autorepeat refreshes it (s); longer than the autorepeat

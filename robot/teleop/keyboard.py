@@ -35,7 +35,6 @@ from __future__ import annotations
 import atexit
 import os
 import select
-import sys
 import termios
 import time
 import tty
@@ -139,7 +138,7 @@ class KeyboardDevice(AxesDevice):
     def __init__(self, spec: RobotSpec | None, config: TeleopConfig | None = None):
         super().__init__(spec, config, intervention="toggle")
         opts = self.config.keyboard
-        self.fd = sys.stdin.fileno() if opts.fd is None else opts.fd
+        self.fd = 0 if opts.fd is None else opts.fd  # 0: the process' standard input
         self._saved: list | None = None
         self._until: dict[str, float] = {}  # key -> monotonic time its press stops acting
         self._pending = b""

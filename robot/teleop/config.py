@@ -114,7 +114,9 @@ class TeleopConfig:
         deadzone: fraction of each axis' range read as zero (device noise, a stick's rest
             offset); the rest of the range is rescaled to start at zero.
         axes: for each robot twist axis (x, y, z, roll, pitch, yaw), the device axis that drives
-            it, ``-`` in front to invert, e.g. ``("y", "-x", "z", "roll", "pitch", "-yaw")``.
+            it, e.g. ``("y", "x", "z", "pitch", "roll", "yaw")`` swaps x and y (a ``-`` in front
+            also inverts it, in Python; on a command line use ``invert``).
+        invert: robot twist axes whose sign is flipped (after ``axes``), e.g. ``("y", "yaw")``.
         joint_axes: joint mode: the action element each twist axis drives (up to 6); default:
             banks of 6 joints in action order, the joint-bank button moves to the next bank.
         intervention: ``"hold"`` or ``"toggle"`` for button devices; the keyboard always toggles
@@ -128,6 +130,7 @@ class TeleopConfig:
     joint_max_lead: float = 0.2
     deadzone: float = 0.1
     axes: tuple[str, ...] = TWIST_AXES
+    invert: tuple[str, ...] = ()
     joint_axes: tuple[int, ...] = ()
     intervention: Literal["hold", "toggle"] = "hold"
     keyboard: KeyboardOptions = field(default_factory=KeyboardOptions)

@@ -61,11 +61,12 @@ def apply_deadzone(values: np.ndarray, deadzone: float) -> np.ndarray:
     return np.sign(v) * magnitude
 
 
-def parse_axes(axes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Parse ``TeleopConfig.axes`` into (source index per twist axis, sign per twist axis).
+def parse_axes(axes: tuple[str, ...], invert: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Parse ``TeleopConfig.axes`` and ``invert`` into (source index per twist axis, sign per
+    twist axis).
 
     Raises:
-        MappingError: not 6 entries, or an entry that is not a twist axis name (with ``-``).
+        MappingError: not 6 axes, or a name that is not a twist axis (``config.TWIST_AXES``).
     """
     if len(axes) != 6:
         raise MappingError(f"axes needs 6 entries (one per {TWIST_AXES}), got {len(axes)}")
@@ -76,6 +77,10 @@ def parse_axes(axes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
             raise MappingError(f"axes entry {entry!r}: not one of {TWIST_AXES} (with '-' to invert)")
         index.append(TWIST_AXES.index(name))
         sign.append(-1.0 if entry.startswith("-") else 1.0)
+    for name in invert:
+        if name not in TWIST_AXES:
+            raise MappingError(f"invert entry {name!r}: not one of {TWIST_AXES}")
+        sign[TWIST_AXES.index(name)] *= -1.0
     return np.array(index), np.array(sign)
 
 
@@ -138,7 +143,7 @@ class ActionMapper:
         action = spec.action
         if action.names is None or len(action.shape) != 1:
             raise MappingError(f"{spec.robot_type}: the action must be a named vector")
-        self._src, self._sign = parse_axes(config.axes)
+        self._src, self._sign = parse_axes(config.axes, config.invert)
         apply_deadzone(np.zeros(1), config.deadzone)  # validates it
         self.n = action.shape[0]
         self.low = np.full(self.n, -np.inf) if action.low is None else np.asarray(action.low)

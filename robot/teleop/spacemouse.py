@@ -5,8 +5,9 @@ Library docs: https://spacemouse.kubaandrysek.cz (pyspacemouse 2.x API: ``open``
 
 Axes are read in pyspacemouse's ``AxisConvention.HID_Z_UP`` frame (right-handed, z up: x to the
 right, y away from the operator, roll/pitch/yaw about x/y/z), each in [-1, 1]; remap them to the
-robot's frame with ``TeleopConfig.axes`` (a robot facing the operator: ``("-y", "x", "z",
-"-pitch", "roll", "yaw")``). Button ``gripper_button`` toggles the gripper, button
+robot's frame with ``TeleopConfig.axes`` and ``invert`` (a robot whose x points away from the
+operator and y to the operator's left: ``axes=("y", "x", "z", "pitch", "roll", "yaw")``,
+``invert=("y", "pitch")``). Button ``gripper_button`` toggles the gripper, button
 ``intervention_button`` is the intervention button (held, or toggled: ``TeleopConfig.intervention``).
 
 Set-up (Linux): ``pip install 'tether[teleop]'``; the hidapi C library

@@ -8,6 +8,7 @@ from tether.robot.drivers.pointmass import pointmass_spec
 from tether.robot.spec import Feature, RobotSpec
 from tether.robot.teleop import EVENTS, MappingError, TeleopCommand, TeleopConfig
 from tether.robot.teleop.base import ButtonTracker
+from tether.robot.teleop.config import TWIST_AXES
 from tether.robot.teleop.mapping import ActionMapper, apply_deadzone, parse_axes
 from tether.sim.metaworld import metaworld_spec
 
@@ -53,6 +54,11 @@ def test_axes_remap_inverts_and_applies_the_deadzone():
     mapper = ActionMapper(pointmass_spec(), config)
     twist = mapper.shape_twist(np.array([0.1, 0.6, 0, 0, 0, 0]))  # device x in the deadzone
     np.testing.assert_allclose(twist[:2], [-0.5, 0.0])
+    config = TeleopConfig(axes=("y", "x", "z", "roll", "pitch", "yaw"), invert=("x", "yaw"), deadzone=0.0)
+    twist = ActionMapper(pointmass_spec(), config).shape_twist(np.array([0.1, 0.6, 0, 0, 0, 0.3]))
+    np.testing.assert_allclose(twist, [-0.6, 0.1, 0, 0, 0, -0.3])
+    with pytest.raises(MappingError, match="invert entry 'w'"):
+        parse_axes(TWIST_AXES, ("w",))
     with pytest.raises(MappingError, match="not one of"):
         parse_axes(("x", "y", "z", "roll", "pitch", "spin"))
 

@@ -76,8 +76,7 @@ def bench_record(cmd: RecordBench) -> dict:
     except ValueError:
         raise UsageError(f"--size must be WIDTHxHEIGHT, e.g. 640x480, not {cmd.size!r}") from None
     cams = [SyntheticCamera(f"cam{i}", width, height, cmd.fps, seed=i) for i in range(cmd.cameras)]
-    spec = camera_features(pointmass_spec(cmd.fps),
-                           {c.name: np.zeros((height, width, 3), np.uint8) for c in cams})
+    spec = camera_features(pointmass_spec(cmd.fps), cams)
     with tempfile.TemporaryDirectory() as tmp:
         root = cmd.out or Path(tmp) / "dataset"
         address = processes.free_tcp_address()

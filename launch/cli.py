@@ -10,12 +10,13 @@ import sys
 
 import tyro
 
-from tether.launch import bench, collect, dataset, demo, eval as eval_verb, export, keys, serve, train
+from tether.launch import bench, collect, dataset, demo, eval as eval_verb, export, keys, serve, teleop, train
 
 VERBS = {
     "demo": (demo.DemoCommand, demo.main),
     "serve": (serve.ServeConfig, serve.main),
     "collect": (collect.CollectConfig, collect.main),
+    "teleop": (teleop.TeleopCommand, teleop.main),
     "train": (train.TrainCommand, train.main),
     "export": (export.ExportCommand, export.main),
     "eval": (eval_verb.EvalCommand, eval_verb.main),
@@ -30,6 +31,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tether.launch import UsageError
     from tether.launch.demo import OutputExistsError
     from tether.perception.cameras import CameraError
+    from tether.robot.teleop import MappingError, TeleopError
     from tether.robot.client import RobotLinkError
     from tether.robot.drivers.dynamixel import DynamixelError
     from tether.robot.dataset import DatasetError, DatasetExistsError
@@ -42,7 +44,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [
         OutputExistsError, RobotLinkError, InsecureBindError, FileExistsError, DynamixelError, DatasetError, DatasetExistsError, PolicyLoadError,
         SpecError, SpecMismatchError, UnknownTaskError, RenderBackendError, FileNotFoundError, UsageError,
-        CameraError,
+        CameraError, TeleopError, MappingError,
     ]
     return tuple(errors)
 

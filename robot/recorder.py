@@ -33,6 +33,7 @@ from tether.robot.camera_sync import CameraStream, CameraSyncStats
 from tether.robot.client import RobotClient, RobotLinkError
 from tether.robot.dataset import DatasetWriter
 from tether.robot.dataset.writer import EpisodeWriter
+from tether.robot.security import ClientKeys
 from tether.robot.spec import Feature, RobotSpec
 
 log = logging.getLogger(__name__)
@@ -164,19 +165,27 @@ class EpisodeAssembler:
         return [("drop", why)]
 
 
-def camera_features(spec: RobotSpec, images: dict[str, np.ndarray]) -> RobotSpec:
-    """``spec`` with one ``observation.images.<name>`` feature per camera, shaped like ``images``
-    (name -> one uint8 [H, W, 3] frame).
+def camera_features(spec: RobotSpec, cameras: Sequence[Camera]) -> RobotSpec:
+    """``spec`` with one ``observation.images.<name>`` feature per camera, shaped like its frames
+    (each camera is started, read once and stopped to learn its frame size).
 
     Raises:
-        ValueError: a camera's name is already an observation of the robot.
+        ValueError: a camera's name is already an observation of the robot, or two cameras share
+            a name.
+        tether.perception.cameras.CameraError: a camera cannot be opened or gives no frame.
     """
     observation = dict(spec.observation)
-    for name, image in images.items():
-        key = f"observation.images.{name}"
+    for cam in cameras:
+        key = f"observation.images.{cam.name}"
         if key in observation:
-            raise ValueError(f"the robot already provides {key}; rename the camera")
-        observation[key] = Feature("uint8", tuple(image.shape), unit="pixel")
+            raise ValueError(f"{key} is already an observation of the robot or another camera; "
+                             "rename the camera")
+        cam.start()
+        try:
+            shape = tuple(cam.read(timeout_s=5.0).image.shape)
+        finally:
+            cam.stop()
+        observation[key] = Feature("uint8", shape, unit="pixel")
     return RobotSpec(spec.robot_type, spec.control_rate_hz, observation, spec.action,
                      spec.tasks, spec.safety)
 
@@ -188,9 +197,11 @@ class Recorder:
         address: the robot server.
         writer: an open ``DatasetWriter`` whose spec is the server's plus one image feature per
             camera (see ``camera_features``) and whose fps is the server's control rate.
-        default_task: task string for episodes whose state carries none (hardware).
+        task: the task string of every episode; None: the server's task of the episode (a
+            simulator's task name), or ``"default"`` when it has none (hardware).
         cameras: cameras on this machine, started here; matched to ticks by capture time.
         play_episode_s: play mode, split into episodes of this length (s); None is episodic.
+        keys: CurveZMQ keys for a server that requires them.
 
     Raises:
         tether.robot.spec.SpecMismatchError: the server's spec does not fit the dataset's.
@@ -204,12 +215,13 @@ class Recorder:
         self,
         address: str,
         writer: DatasetWriter,
-        default_task: str = "default",
+        task: str | None = None,
         cameras: Sequence[Camera] = (),
         play_episode_s: float | None = None,
+        keys: ClientKeys | None = None,
     ):
         self.writer = writer
-        self.default_task = default_task
+        self.task = task
         play_frames = None if play_episode_s is None else max(1, round(play_episode_s * writer.fps))
         self.assembler = EpisodeAssembler(play_frames)
         self.error: BaseException | None = None
@@ -220,7 +232,7 @@ class Recorder:
         self._last_tick: tuple[int, float] | None = None  # (episode, server time) of the last state
         self._clock_offset = float("inf")
         self._warned = 0.0
-        self._client = RobotClient(address, role="observer", name="recorder")
+        self._client = RobotClient(address, role="observer", name="recorder", keys=keys)
         spec = self._client.connect()
         self._streams = [CameraStream(c, 1.0 / writer.fps) for c in cameras]
         try:
@@ -290,7 +302,7 @@ class Recorder:
         for event in events:
             kind = event[0]
             if kind == "begin":
-                self._episode = self.writer.begin_episode(event[1] or self.default_task)
+                self._episode = self.writer.begin_episode(self.task or event[1] or "default")
             elif kind == "frame":
                 self._episode.add_frame(event[1])
             elif kind == "end":

@@ -14,12 +14,7 @@ RATE = 30.0
 
 
 def recorder_for(server, root, cameras, **kwargs):
-    images = {}
-    for cam in cameras:  # the first frame of each camera fixes the dataset's image shape
-        cam.start()
-        images[cam.name] = cam.read().image
-        cam.stop()
-    spec = camera_features(server.robot.spec, images)
+    spec = camera_features(server.robot.spec, cameras)
     return Recorder(server.address, DatasetWriter(root, spec, RATE), cameras=cameras, **kwargs)
 
 

@@ -52,6 +52,8 @@ class DynamixelConfig:
         max_velocity_rad_s: largest joint speed the safety layer lets a command ask for.
         rate_hz: control rate.
         torque_off_on_disconnect: release the servos at disconnect (an arm then falls).
+        passive: a leader arm: torque stays off so the operator moves it by hand; it is only
+            read, and a command to it raises ``DynamixelError``.
     """
 
     port: str
@@ -64,6 +66,7 @@ class DynamixelConfig:
     max_velocity_rad_s: float = 1.0
     rate_hz: float = 50.0
     torque_off_on_disconnect: bool = False
+    passive: bool = False
     robot_type: str = "dynamixel-arm"
     tasks: tuple[str, ...] = field(default=())
 
@@ -148,6 +151,8 @@ class DynamixelArm(Robot):
             self._reader.addParam(dxl_id)
         self._writer = sdk.GroupSyncWrite(self._port, self._packet, *GOAL_POSITION)
         self._goal = self._read_positions()
+        if cfg.passive:
+            return  # a leader: torque off, moved by hand, only read
         self._send(self._goal)  # hold where it is before the torque comes on
         for dxl_id in cfg.ids:
             self._write1(dxl_id, TORQUE_ENABLE, 1)
@@ -164,6 +169,8 @@ class DynamixelArm(Robot):
         return to_radians(np.array(ticks))
 
     def _send(self, goal: np.ndarray) -> None:
+        if self.config.passive:
+            raise DynamixelError(f"{self.config.port}: a passive (leader) arm takes no commands")
         self._writer.clearParam()
         for dxl_id, tick in zip(self.config.ids, to_ticks(goal)):
             self._writer.addParam(dxl_id, list(int(tick).to_bytes(4, "little", signed=True)))
@@ -171,7 +178,7 @@ class DynamixelArm(Robot):
 
     # ----------------------------------------------------------------------- Robot interface
     def reset(self, task: str | None, seed: int | None) -> Observation:
-        if self.config.home is not None:
+        if self.config.home is not None and not self.config.passive:
             # Move home through the same per-tick limit the safety layer uses, never in one jump.
             home = np.asarray(self.config.home, np.float32)
             step = self.config.max_velocity_rad_s / self.config.rate_hz

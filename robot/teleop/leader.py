@@ -8,9 +8,8 @@ times ``sign``, plus ``offset``, clipped to the follower's action limits. A lead
 the intervention and episode keys come from a companion device (the terminal keyboard by
 default; see ``keyboard`` for its keys), whose own axes are ignored.
 
-A DYNAMIXEL leader must have its torque off so the operator can move it: the driver's
-``connect()`` turns torque on to hold position, so a torque-off mode in the driver is needed
-before a real DYNAMIXEL arm works as a leader.
+A DYNAMIXEL leader is built with ``DynamixelConfig.passive`` set: its torque stays off so the
+operator can move it, and the driver refuses commands to it.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ def make_leader_robot(options: LeaderOptions) -> Robot:
         if options.robot_config is None:
             raise TeleopError("leader: a dynamixel leader needs robot_config (a JSON file: port, ids, limits)")
         try:
-            return DynamixelArm(DynamixelConfig(**settings))
+            return DynamixelArm(DynamixelConfig(**{**settings, "passive": True}))
         except (TypeError, ValueError) as e:
             raise TeleopError(f"leader: bad dynamixel config {options.robot_config}: {e}") from e
     if options.robot == "pointmass":

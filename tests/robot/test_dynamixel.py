@@ -230,3 +230,22 @@ def test_tether_serve_runs_the_arm_from_a_json_config(chain, tmp_path, commanded
             np.testing.assert_allclose(commanded(client)["action"], [0.02, 0.0, -0.02], atol=1e-6)
     finally:
         stop(server)
+
+
+def test_a_passive_leader_arm_keeps_its_torque_off_and_refuses_commands(chain, tmp_path):
+    from tether.robot.teleop.config import LeaderOptions
+    from tether.robot.teleop.leader import make_leader_robot
+
+    arm = DynamixelArm(config(chain, passive=True))
+    arm.connect()
+    try:
+        assert all(t[64] == 0 for t in chain.tables.values())  # torque off: moved by hand
+        assert arm.observe().values["observation.state"].shape == (3,)
+        with pytest.raises(DynamixelError, match="passive"):
+            arm.act(np.zeros(3, np.float32))
+    finally:
+        arm.disconnect()
+    import json
+    path = tmp_path / "leader.json"
+    path.write_text(json.dumps({"port": chain.port, "ids": list(chain.tables)}))
+    assert make_leader_robot(LeaderOptions(robot="dynamixel", robot_config=str(path))).config.passive

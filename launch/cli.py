@@ -11,6 +11,7 @@ import sys
 import tyro
 
 from tether.launch import bench, collect, dataset, demo, eval as eval_verb, export, keys, serve, teleop, train
+from tether.launch import launch_verb
 
 VERBS = {
     "demo": (demo.DemoCommand, demo.main),
@@ -23,6 +24,7 @@ VERBS = {
     "keys": (keys.KeysCommand, keys.main),
     "bench": (bench.BenchCommand, bench.main),
     "dataset": (dataset.DatasetCommand, dataset.main),
+    "launch": (launch_verb.LaunchCommand, launch_verb.main),
 }
 
 

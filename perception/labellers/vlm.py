@@ -356,11 +356,17 @@ class VLMLabeller:
             pending = {pool.submit(self.answer, q): i for i, q in enumerate(queries)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                error: BaseException | None = None
                 for future in done:
                     i = pending.pop(future)
-                    answers[i] = future.result()  # re-raises VLMError
+                    if future.exception() is not None:
+                        error = error or future.exception()
+                        continue
+                    answers[i] = future.result()
                     if on_answer is not None:
                         on_answer(i, answers[i])
+                if error is not None:  # after handing over the answers that did arrive
+                    raise error
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return answers  # type: ignore[return-value]

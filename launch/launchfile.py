@@ -370,8 +370,9 @@ class _Parser:
 
     def parse_cmd(self, cmd: Any, where: str) -> list[str]:
         if isinstance(cmd, str):
+            text = self.substitute(cmd, where)
             try:
-                argv = shlex.split(self.substitute(cmd, where))
+                argv = shlex.split(text)
             except ValueError as e:  # unbalanced quotes
                 raise self.error(where, f"cannot split the command line: {e}") from None
         elif isinstance(cmd, list):

@@ -303,7 +303,7 @@ class Supervisor:
             if p.restart.policy != "no":
                 self._event("gave_up", p.name, returncode=code, restarts=slot.restarts)
             self._fail(f"{p.name} exited with code {code}"
-                       + (f" after {slot.restarts} restarts" if slot.restarts else ""))
+                       + (f" after {slot.restarts} restart(s)" if slot.restarts else ""))
         else:
             self._say(f"{p.name} finished (code 0)")
         if p.on_exit == "shutdown":

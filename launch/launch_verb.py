@@ -31,7 +31,7 @@ class LaunchCommand:
     dry_run: bool = False
     """Print the process graph and start nothing."""
     set: tuple[str, ...] = ()
-    """Override vars of the file: NAME=VALUE (repeatable)."""
+    """Override vars of the file: --set NAME=VALUE [NAME=VALUE ...]."""
     log_dir: Path | None = None
     """Also write each process's output to LOG_DIR/NAME.log and the supervisor's events to
     LOG_DIR/events.jsonl."""

@@ -12,6 +12,7 @@ import tyro
 
 from tether.launch import bench, collect, dataset, demo, eval as eval_verb, export, keys, serve, teleop, train
 from tether.launch import launch_verb
+from tether.launch import label as label_verb
 
 VERBS = {
     "demo": (demo.DemoCommand, demo.main),
@@ -25,6 +26,7 @@ VERBS = {
     "bench": (bench.BenchCommand, bench.main),
     "dataset": (dataset.DatasetCommand, dataset.main),
     "launch": (launch_verb.LaunchCommand, launch_verb.main),
+    "label": (label_verb.LabelCommand, label_verb.main),
 }
 
 
@@ -32,6 +34,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or set-up: printed as one line, exit code 2."""
     from tether.launch import UsageError
     from tether.launch.demo import OutputExistsError
+    from tether.perception.labellers import LabelError, VLMError
     from tether.perception.cameras import CameraError
     from tether.robot.teleop import MappingError, TeleopError
     from tether.robot.client import RobotLinkError
@@ -46,7 +49,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [
         OutputExistsError, RobotLinkError, InsecureBindError, FileExistsError, DynamixelError, DatasetError, DatasetExistsError, PolicyLoadError,
         SpecError, SpecMismatchError, UnknownTaskError, RenderBackendError, FileNotFoundError, UsageError,
-        CameraError, TeleopError, MappingError,
+        CameraError, TeleopError, MappingError, LabelError, VLMError,
     ]
     return tuple(errors)
 

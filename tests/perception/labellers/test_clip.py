@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -45,17 +47,18 @@ def test_brighter_image_is_preferred_and_close_calls_are_unsure():
     assert -1 <= s2 < s1 <= 1
 
 
-def test_open_clip_small_model_without_weights():
+def test_open_clip_small_model_without_weights(tmp_path):
     open_clip = pytest.importorskip("open_clip")
     from tether.perception.labellers.clip import ClipLabeller
 
     # A tiny architecture registered for the test: no weights are downloaded (pretrained=None).
     name = "tether-test-tiny"
-    open_clip.factory._MODEL_CONFIGS[name] = {
+    (tmp_path / f"{name}.json").write_text(json.dumps({
         "embed_dim": 32,
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16, "head_width": 32},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
-    }
+    }))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
     clip = ClipLabeller(name, pretrained=None)
     rng = np.random.default_rng(0)
     qs = [PreferenceQuery(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8),

@@ -136,11 +136,14 @@ def test_missing_model_name_is_a_configuration_error(monkeypatch):
 
 def test_rate_limit_spaces_requests_at_the_server(fake_vlm):
     rpm = 600.0  # one request every 0.1 s
-    labeller(fake_vlm, requests_per_minute=rpm, concurrency=4).label(queries(3))
-    times = np.array(sorted(t for t, _, _ in fake_vlm.requests))
+    vlm = labeller(fake_vlm, requests_per_minute=rpm, concurrency=4)
+    start = time.monotonic()  # the server records arrivals on the same clock (same process)
+    vlm.label(queries(3))
+    times = np.array(sorted(t for t, _, _ in fake_vlm.requests)) - start
     assert len(times) == 6
-    assert np.diff(times).min() >= 0.1 - 0.02  # the server-side arrival spacing
-    assert times[-1] - times[0] >= 5 * 0.1 - 0.02
+    # request k may not arrive before its token exists; scheduling delays only make it later
+    assert (times >= 0.1 * np.arange(6) - 0.005).all(), times
+    assert times[-1] < 0.5 + 1.0  # and the limiter does not stall either
 
 
 def test_token_bucket_allows_a_burst_then_the_rate():

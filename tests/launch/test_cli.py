@@ -6,6 +6,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +84,25 @@ def test_every_subpackage_is_in_pyproject():
 def test_verb_help(verb):
     proc = tether(verb, "--help")
     assert proc.returncode == 0 and "usage: tether " + verb in proc.stdout
+
+
+def test_collect_quality_mix_is_seeded_and_checked():
+
+
+    from tether.launch import UsageError
+    from tether.launch.collect import CollectConfig, episode_qualities, noisy
+
+    cfg = CollectConfig(dataset=None, episodes=200, quality="mix", mix=(0.2, 0.5, 0.3), seed=3)
+    first = episode_qualities(cfg, 0)
+    assert first == episode_qualities(cfg, 0) and first != episode_qualities(cfg, 1)
+    counts = {q: first.count(q) for q in ("expert", "medium", "random")}
+    assert 20 <= counts["expert"] <= 60 and 70 <= counts["medium"] <= 130 and 35 <= counts["random"] <= 85
+    with pytest.raises(UsageError, match="--mix"):
+        episode_qualities(CollectConfig(dataset=None, quality="mix", mix=(0.0, 0.0, 0.0)), 0)
+    expert = lambda s: np.full(4, 0.9, np.float32)  # noqa: E731
+    rng = np.random.default_rng(0)
+    medium = np.stack([noisy(expert, "medium", cfg, rng)(None) for _ in range(500)])
+    assert medium.max() <= 1 and 0.3 < medium.std() < 0.6  # clipped noise around the expert
+    random = np.stack([noisy(expert, "random", cfg, rng)(None) for _ in range(500)])
+    assert abs(random.mean()) < 0.1 and random.min() >= -1
+    assert noisy(expert, "expert", cfg, rng) is expert  # no noise asked: the expert itself

@@ -87,8 +87,6 @@ def test_verb_help(verb):
 
 
 def test_collect_quality_mix_is_seeded_and_checked():
-
-
     from tether.launch import UsageError
     from tether.launch.collect import CollectConfig, episode_qualities, noisy
 

@@ -1,46 +1,94 @@
-"""``tether eval``: run an ONNX policy on a robot server for N episodes per task.
+"""``tether eval``: run a policy for N episodes per task with fixed seeds and report on it.
 
-This is the deployment path: onnxruntime and ZeroMQ only, no torch. The policy runner answers
-every state with an action; latency is measured robot side, from the state message's arrival to
-the command leaving. Episode k of a task starts from seed ``seed + k`` (keep these away from the
-collection seeds). Writes ``eval.json`` and up to ``videos_per_task`` MP4s per task.
+Modes (one command line, chosen by the options):
+
+- robot server (default, ``--robot ADDR``): the deployment path, onnxruntime and ZeroMQ only, no
+  torch. Policy latency is measured robot side, from the state message's arrival to the command
+  leaving; the link's timing (tick period, command latency as the server measured it) and the
+  ticks the server had to hold (no command in time) are recorded per episode.
+- direct simulation (``--sim metaworld|pointmass``, ``tether.launch.eval_sim``): the same drivers
+  and safety layer as the robot server, stepped in lock-step with the policy, ``--num-envs`` worker
+  processes in parallel.
+- operator (``--operator``, ``tether.launch.eval_operator``): hardware behind a robot server; an
+  operator starts every episode, judges it (success / failure), aborts or re-does it from the
+  terminal, and has the e-stop on Space at every moment.
+- ``tether eval compare RUN_A RUN_B ...`` (``tether.launch.eval_compare``): runs side by side.
+
+Seeds: episode k of a task starts from ``seed + k`` (keep these away from the collection seeds),
+and the policy's sampler noise is reseeded at every episode from (``seed + k``, task), so an
+episode's outcome does not depend on which episodes ran before it, in which process. With a
+deterministic policy, ``--sim`` and a robot server running the same simulator give the same
+episodes (see ``tests/launch/test_eval.py``), as long as the server never had to hold
+(``held_ticks`` 0: the robot server runs in real time, and a command that misses its tick makes the
+robot hold once, which a lock-stepped simulation never does).
+
+A ``policy.pt`` checkpoint is exported to ``OUT/policy.onnx`` first (``tether export``, parity
+checked) and evaluated as ONNX: one code path runs every policy, at the cost of torch in this
+process (export on a workstation, not on the robot computer).
+
+Outputs in ``--out``: ``eval.json`` (everything, with LeRobot ``eval_info.json``-style
+``per_episode`` / ``per_task`` / ``aggregated`` fields: ``pc_success``, ``avg_sum_reward``),
+``eval.md``, ``eval.png`` and up to ``--videos-per-task`` MP4s per task, successes and failures,
+named ``TASK_epK_seedS_success.mp4`` / ``..._failure.mp4``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tyro
 
-from tether.robot.client import RobotClient
-from tether.robot.runner import PolicyRunner
-from tether.robot.security import ClientKeys
-from tether.robot.video import write_mp4
+from tether.launch import UsageError
+
+DEFAULT_ROBOT = "tcp://127.0.0.1:5555"
 
 
 @dataclass
 class EvalCommand:
-    """Evaluate an ONNX policy on a robot server: success rate, latency, videos."""
+    """Evaluate a policy (success rate with 95% Wilson interval, returns, latency, videos) on a
+    robot server, directly in simulation (--sim), or with an operator (--operator); or compare
+    runs: tether eval compare RUN_A RUN_B ..."""
 
     policy: tyro.conf.Positional[Path]
-    """policy.onnx written by tether export."""
-    robot: str = "tcp://127.0.0.1:5555"
-    """Address of a running robot server (tether serve)."""
+    """policy.onnx (tether export) or policy.pt (exported first); or the word compare."""
+    runs: tyro.conf.Positional[tuple[Path, ...]] = ()
+    """After compare: two or more eval folders (or their eval.json); the first is the baseline."""
+    robot: str | None = None
+    """Address of a running robot server (tether serve); default tcp://127.0.0.1:5555."""
+    sim: Literal["metaworld", "pointmass"] | None = None
+    """Evaluate directly in this simulator, no robot server (lock-stepped, same safety layer)."""
+    num_envs: int = 1
+    """With --sim: episodes run in parallel in this many worker processes."""
+    operator: bool = False
+    """Hardware mode: the operator starts, judges, aborts or re-does each episode from this
+    terminal (Enter start, s success, f failure, a abort, r re-do, Space e-stop, Q quit)."""
     out: Path = Path("runs/eval")
-    """Output folder for eval.json and videos/."""
+    """Output folder (eval.json, eval.md, eval.png, videos/); for compare: compare.*."""
     tasks: tuple[str, ...] = ()
     """Tasks to evaluate; default: every task of the policy."""
     episodes: int = 20
     """Episodes per task."""
     seed: int = 1_000_000
     """Seed of each task's first episode; episode k uses seed + k."""
-    videos_per_task: int = 1
-    """How many episodes per task to save as MP4 (needs a camera on the server)."""
+    videos_per_task: int = 2
+    """Up to this many MP4s per task, half successes and half failures when there are both
+    (needs a camera: on the server, or --camera in --sim)."""
+    camera: str | None = None
+    """With --sim: camera to film (default: MetaWorld's corner; the point mass has none)."""
+    image_size: int = 128
+    """With --sim: video resolution in pixels (square)."""
+    max_episode_steps: int = 500
+    """With --sim: episode limit in control ticks (as tether serve --max-episode-steps)."""
+    alpha: float = 0.05
+    """For compare: significance level of the two-sided Fisher exact test."""
     client_key: Path | None = None
     """This client's secret key (.key_secret), for a server with CurveZMQ keys."""
     server_public_key: Path | None = None
@@ -49,96 +97,352 @@ class EvalCommand:
     """Print 'progress DONE TOTAL' lines instead of a progress bar (for a parent process)."""
 
 
+# ------------------------------------------------------------------------------------- helpers
 def percentile_ms(values_s: list[float], q: float) -> float:
     """The q-th percentile of durations given in s, in ms (NaN for none)."""
     return float(np.percentile(np.asarray(values_s) * 1000, q)) if values_s else float("nan")
 
 
-def run_episode(client: RobotClient, runner: PolicyRunner, task: str, seed: int, camera: str | None):
-    """One episode; returns (success, length, latencies in s, camera frames, server periods in s)."""
+def noise_seed(seed: int, task: str) -> list[int]:
+    """Entropy of an episode's sampler noise: its env seed and the task (CRC-32 of the name)."""
+    return [int(seed), zlib.crc32(task.encode())]
+
+
+def start_episode(runner, task: str, seed: int) -> None:
+    """Reset ``runner`` (a ``PolicyRunner``) for an episode of ``task`` and reseed its noise.
+
+    ``PolicyRunner`` draws noise from one generator for its lifetime; reseeding per episode makes
+    an episode independent of the ones before it (parallel workers, replays for videos).
+    """
     runner.reset(task)
+    runner._rng = np.random.default_rng(noise_seed(seed, task))
+
+
+def load_runner(cmd: EvalCommand, out: Path):
+    """The ``PolicyRunner`` for ``cmd.policy``, exporting a ``.pt`` checkpoint to ``out`` first.
+
+    Returns:
+        (runner, path of the ONNX file it runs, the checkpoint it came from or None).
+
+    Raises:
+        FileNotFoundError: no such file. PolicyLoadError: not a tether policy.
+        UsageError: a task the policy was not trained on.
+    """
+    from tether.robot.runner import PolicyRunner
+
+    path, checkpoint = cmd.policy, None
+    if not path.is_file():
+        raise FileNotFoundError(f"policy file {path} does not exist")
+    if path.suffix == ".pt":
+        from tether.launch.export import ExportCommand, export
+
+        checkpoint = path
+        path, _, _ = export(ExportCommand(checkpoint, out / "policy.onnx"))
+    runner = PolicyRunner(path, seed=cmd.seed)
+    unknown = [t for t in cmd.tasks if t not in runner.tasks]
+    if unknown:
+        raise UsageError(f"--tasks {' '.join(unknown)}: the policy knows only {' '.join(runner.tasks)}")
+    return runner, path, checkpoint
+
+
+def video_name(task: str, episode: dict) -> str:
+    """File name of an episode's MP4: outcome in the name, e.g. ``reach-v3_ep003_seed1000003_failure.mp4``."""
+    outcome = episode.get("status") or ("success" if episode["success"] else "failure")
+    return f"{task}_ep{episode['index']:03d}_seed{episode['seed']}_{outcome}.mp4"
+
+
+class VideoQuota:
+    """Which episodes of a task to film when outcomes are only known afterwards (robot mode).
+
+    Up to ``k`` per task; each outcome may take ceil(k / 2) of them, so a task with both
+    successes and failures gets both (for k >= 2), and a task with one outcome gets ceil(k / 2).
+    """
+
+    def __init__(self, k: int):
+        self.k = k
+        self.taken: dict[str, list[bool]] = {}
+
+    def want(self, task: str) -> bool:
+        """Whether the next episode of ``task`` is worth recording at all."""
+        return len(self.taken.get(task, [])) < self.k
+
+    def keep(self, task: str, success: bool) -> bool:
+        taken = self.taken.setdefault(task, [])
+        if len(taken) >= self.k or taken.count(success) >= math.ceil(self.k / 2):
+            return False
+        taken.append(success)
+        return True
+
+
+def choose_videos(episodes: list[dict], k: int) -> list[dict]:
+    """Up to ``k`` episodes of one task to film, chosen after the fact (deterministic replays):
+    the first ceil(k/2) successes and floor(k/2) failures, topped up from the other outcome."""
+    wins = [e for e in episodes if e["success"]]
+    losses = [e for e in episodes if not e["success"]]
+    n_win = min(len(wins), max(math.ceil(k / 2), k - len(losses)))
+    n_loss = min(len(losses), k - n_win)
+    return sorted(wins[:n_win] + losses[:n_loss], key=lambda e: e["index"])
+
+
+def summarize(
+    cmd: EvalCommand,
+    mode: str,
+    tasks: list[str],
+    episodes: list[dict],
+    latencies_s: list[float],
+    extra: dict,
+) -> dict:
+    """The content of ``eval.json``: per-episode records, per-task and overall statistics.
+
+    ``episodes`` items: task, index, seed, success, return, length, held_ticks, video (path or
+    None) and, in operator mode, status (success / failure / aborted). Aborted episodes are kept
+    in ``per_episode`` and left out of every rate. Success rates come with the 95% Wilson score
+    interval; the overall rate pools every counted episode (equal to the mean over tasks when
+    each task has the same number of episodes).
+    """
+    from tether.launch.report import wilson_interval
+
+    counted = [e for e in episodes if e.get("status") != "aborted"]
+    per_task = {}
+    for task in tasks:
+        eps = [e for e in counted if e["task"] == task]
+        wins = sum(e["success"] for e in eps)
+        returns = [e["return"] for e in eps]
+        lengths = [e["length"] for e in eps]
+        per_task[task] = {
+            "success_rate": wins / len(eps) if eps else float("nan"),
+            "pc_success": 100 * wins / len(eps) if eps else float("nan"),
+            "successes": wins,
+            "episodes": len(eps),
+            "success_ci95": list(wilson_interval(wins, len(eps))),
+            "mean_return": float(np.mean(returns)) if eps else float("nan"),
+            "std_return": float(np.std(returns)) if eps else float("nan"),
+            "mean_episode_length": float(np.mean(lengths)) if eps else float("nan"),
+            "aborted": sum(e.get("status") == "aborted" for e in episodes if e["task"] == task),
+            "per_episode": [e for e in episodes if e["task"] == task],
+        }
+    wins, n = sum(e["success"] for e in counted), len(counted)
+    videos: dict[str, list[str]] = {}
+    for e in episodes:
+        if e.get("video"):
+            videos.setdefault(e["task"], []).append(e["video"])
+    results = {
+        "mode": mode,
+        "policy": str(cmd.policy),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cmd).items()},
+        "success_rate": wins / n if n else float("nan"),
+        "pc_success": 100 * wins / n if n else float("nan"),
+        "successes": wins,
+        "episodes": n,
+        "success_ci95": list(wilson_interval(wins, n)),
+        "tasks": per_task,
+        "aggregated": {  # LeRobot eval_info.json's names
+            "avg_sum_reward": float(np.mean([e["return"] for e in counted])) if n else float("nan"),
+            "pc_success": 100 * wins / n if n else float("nan"),
+        },
+        "per_episode": episodes,
+        "latency_ms": {
+            "p50": percentile_ms(latencies_s, 50),
+            "p99": percentile_ms(latencies_s, 99),
+            "max": percentile_ms(latencies_s, 100),
+            "samples": [round(x * 1000, 4) for x in latencies_s],
+        },
+        "videos": videos,
+        # The deployment path must run without torch: record the evidence next to the results.
+        "torch_imported": "torch" in sys.modules,
+    }
+    results.update(extra)
+    return results
+
+
+def write_results(out: Path, results: dict) -> dict:
+    """Write eval.json, eval.md and eval.png into ``out``; returns ``results``."""
+    from tether.launch.report import write_eval_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    write_eval_report(out, results)
+    return results
+
+
+# ----------------------------------------------------------------------------- robot-server mode
+def robot_keys(cmd: EvalCommand):
+    """Curve keys for the link, or None. Raises UsageError for a half-given pair."""
+    from tether.robot.security import ClientKeys
+
+    if cmd.client_key is None:
+        return None
+    if cmd.server_public_key is None:
+        raise UsageError("--client-key needs --server-public-key")
+    return ClientKeys(cmd.client_key, cmd.server_public_key)
+
+
+class LinkStats:
+    """The robot link's timing over a run: tick period (server clock) and command latency (from
+    the server publishing a state to receiving the command answering it), both in s."""
+
+    def __init__(self):
+        self.periods: list[float] = []
+        self.command_latencies: list[float] = []
+
+    def add(self, state: dict) -> None:
+        timing = state["timing"]
+        if state["step"] > 1:  # the first period of an episode also spans the reset
+            self.periods.append(timing["period_s"])
+        if timing.get("command_latency_s") is not None:
+            self.command_latencies.append(timing["command_latency_s"])
+
+    def to_dict(self, rate_hz: float) -> dict:
+        p50, p99 = percentile_ms(self.periods, 50), percentile_ms(self.periods, 99)
+        return {
+            "period_ms": {"target": 1000 / rate_hz, "p50": p50, "p99": p99, "jitter": p99 - p50},
+            "command_latency_ms": {
+                "p50": percentile_ms(self.command_latencies, 50),
+                "p99": percentile_ms(self.command_latencies, 99),
+            },
+        }
+
+
+def run_episode(client, runner, task: str, seed: int, camera: str | None, link: LinkStats,
+                should_stop=None):
+    """One episode on a robot server, the policy answering every state it sees.
+
+    Every state is read in order (rewards of all ticks are summed), the policy acts on the newest
+    one queued. A tick on which the server applied no command (it held: the command came too
+    late, or none was sent) is counted in ``held_ticks``.
+
+    Args:
+        should_stop: called once per state; returning a string ends the episode early with that
+            as its ``stopped`` reason (operator keys), the robot holding from then on.
+
+    Returns:
+        dict with success, return, length (ticks), held_ticks, stopped (None or the reason),
+        latencies (s, per action), frames (camera images, if ``camera``).
+    """
+    start_episode(runner, task, seed)
     state = client.reset(task, seed)
-    latencies, periods, frames = [], [], []
+    latencies, frames = [], []
+    total, held, last_step = 0.0, 0, 0
     while True:
         if camera is not None:
             frames.append(state["observation"][camera])
-        if state["done"]:
-            return bool(state["success"]), int(state["step"]), latencies, frames, periods
+        stopped = should_stop(state) if should_stop is not None else None
+        if state["done"] or stopped:
+            return {"success": bool(state["success"]), "return": total, "length": int(state["step"]),
+                    "held_ticks": held, "stopped": stopped, "latencies": latencies, "frames": frames}
         received = state["received"]
         action = runner.act(state["observation"])
         client.send_action(action, state["seq"])
-        latencies.append(time.perf_counter() - received)
-        state = client.latest_state()
-        if state["step"] > 1:  # the first period of an episode also spans the reset
-            periods.append(state["timing"]["period_s"])
+        latencies.append(time.monotonic() - received)
+        # Read every state in order (reward, held ticks, link timing); act on the newest. Done
+        # states repeat (the server publishes every tick): only new steps count.
+        queue = [client.next_state()]
+        while client.pending():
+            queue.append(client.next_state())
+        for s in queue:
+            if s["episode"] != state["episode"] or s["step"] <= last_step:
+                continue
+            last_step = s["step"]
+            total += float(s["reward"])
+            link.add(s)
+            if s["timing"].get("command_latency_s") is None and not s["estop"]:
+                held += 1
+        if queue[-1]["episode"] != state["episode"]:
+            raise RuntimeError(f"episode {state['episode']} was ended by another client of the server")
+        state = queue[-1]
 
 
-def evaluate(cmd: EvalCommand, on_episode=None) -> dict:
-    """Run the evaluation and write ``cmd.out/eval.json``; returns its content.
+def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
+    """Robot-server mode: run, write ``cmd.out/eval.*``; returns the content of eval.json.
 
     Raises:
         tether.robot.client.RobotLinkError: the server is unreachable or refuses the policy.
         tether.robot.spec.SpecMismatchError: the policy does not fit the robot.
     """
-    runner = PolicyRunner(cmd.policy, seed=cmd.seed)
-    tasks = list(cmd.tasks or runner.tasks)
-    total = len(tasks) * cmd.episodes
+    from tether.robot.client import RobotClient
+    from tether.robot.video import write_mp4
+
     cmd.out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"policy": str(cmd.policy), "robot": cmd.robot, "tasks": {}, "videos": {}}
-    all_latencies: list[float] = []
-    all_periods: list[float] = []
-    keys = None
-    if cmd.client_key is not None:
-        if cmd.server_public_key is None:
-            raise ValueError("--client-key needs --server-public-key")
-        keys = ClientKeys(cmd.client_key, cmd.server_public_key)
-    with RobotClient(cmd.robot, spec=runner.spec, name="policy-runner", keys=keys) as client:
+    runner, onnx_path, checkpoint = load_runner(cmd, cmd.out)
+    tasks = list(cmd.tasks or runner.tasks)
+    address = cmd.robot or DEFAULT_ROBOT
+    total = len(tasks) * cmd.episodes
+    episodes: list[dict] = []
+    latencies: list[float] = []
+    link = LinkStats()
+    quota = VideoQuota(cmd.videos_per_task)
+    t0 = time.perf_counter()
+    with RobotClient(address, spec=runner.spec, name="policy-runner", keys=robot_keys(cmd)) as client:
         client.spec.check_policy(runner.spec, tuple(tasks))
         cameras = [k for k, f in client.spec.observation.items() if f.is_image]
         camera = cameras[0] if cameras and cmd.videos_per_task > 0 else None
         for task in tasks:
-            episodes = []
             for k in range(cmd.episodes):
-                success, length, lat, frames, periods = run_episode(
-                    client, runner, task, cmd.seed + k, camera if k < cmd.videos_per_task else None
-                )
-                episodes.append({"seed": cmd.seed + k, "success": success, "length": length})
-                all_latencies += lat
-                all_periods += periods
-                if frames:
-                    path = write_mp4(
-                        cmd.out / "videos" / f"{task}_episode{k}.mp4",
-                        np.stack(frames),
-                        client.spec.control_rate_hz,
-                    )
-                    results["videos"].setdefault(task, []).append(str(path))
+                seed = cmd.seed + k
+                film = camera if quota.want(task) else None
+                r = run_episode(client, runner, task, seed, film, link)
+                latencies += r["latencies"]
+                episode = {"task": task, "index": k, "seed": seed, "success": r["success"],
+                           "return": r["return"], "length": r["length"],
+                           "held_ticks": r["held_ticks"], "video": None}
+                if r["frames"] and quota.keep(task, r["success"]):
+                    path = cmd.out / "videos" / video_name(task, episode)
+                    episode["video"] = str(write_mp4(path, np.stack(r["frames"]),
+                                                     client.spec.control_rate_hz))
+                episodes.append(episode)
                 if on_episode is not None:
-                    on_episode(task, success, total)
-            results["tasks"][task] = {
-                "success_rate": float(np.mean([e["success"] for e in episodes])),
-                "episodes": len(episodes),
-                "mean_episode_length": float(np.mean([e["length"] for e in episodes])),
-                "per_episode": episodes,
-            }
-    results["success_rate"] = float(np.mean([t["success_rate"] for t in results["tasks"].values()]))
-    results["latency_ms"] = {
-        "p50": percentile_ms(all_latencies, 50),
-        "p99": percentile_ms(all_latencies, 99),
-        "max": percentile_ms(all_latencies, 100),
-        "samples": [round(x * 1000, 4) for x in all_latencies],
+                    on_episode(task, r["success"], total)
+        rate = client.spec.control_rate_hz
+    links = link.to_dict(rate)
+    extra = {
+        "robot": address,
+        "onnx": str(onnx_path),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "link": {**links, "held_ticks": sum(e["held_ticks"] for e in episodes)},
+        "control_period_ms": {k: links["period_ms"][k] for k in ("target", "p50", "p99")},
+        "eval_s": time.perf_counter() - t0,
     }
-    results["control_period_ms"] = {
-        "target": 1000 / client.spec.control_rate_hz,
-        "p50": percentile_ms(all_periods, 50),
-        "p99": percentile_ms(all_periods, 99),
-    }
-    # The deployment path must run without torch: record the evidence next to the results.
-    results["torch_imported"] = "torch" in sys.modules
-    (cmd.out / "eval.json").write_text(json.dumps(results, indent=2))
-    return results
+    return write_results(cmd.out, summarize(cmd, "robot", tasks, episodes, latencies, extra))
 
 
-def main(cmd: EvalCommand) -> None:
+# ------------------------------------------------------------------------------------ dispatch
+def check_command(cmd: EvalCommand) -> str:
+    """Which mode ``cmd`` asks for (robot, sim, operator or compare).
+
+    Raises:
+        UsageError: options that contradict each other or make no sense (one line each).
+    """
+    if cmd.policy == Path("compare"):
+        if len(cmd.runs) < 2:
+            raise UsageError("tether eval compare needs two or more runs: compare RUN_A RUN_B ...")
+        if not 0 < cmd.alpha < 1:
+            raise UsageError(f"--alpha must be in (0, 1), got {cmd.alpha}")
+        return "compare"
+    if cmd.runs:
+        raise UsageError(
+            f"one policy at a time; got {len(cmd.runs) + 1} paths (to compare runs: tether eval "
+            "compare RUN_A RUN_B ...)"
+        )
+    if cmd.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {cmd.episodes}")
+    if cmd.videos_per_task < 0:
+        raise UsageError(f"--videos-per-task must be >= 0, got {cmd.videos_per_task}")
+    if cmd.num_envs < 1:
+        raise UsageError(f"--num-envs must be >= 1, got {cmd.num_envs}")
+    if cmd.sim is not None:
+        if cmd.robot is not None:
+            raise UsageError("--sim evaluates without a robot server: drop --robot, or drop --sim")
+        if cmd.operator:
+            raise UsageError("--operator is for a robot server (hardware); it does not go with --sim")
+        if cmd.max_episode_steps < 1:
+            raise UsageError(f"--max-episode-steps must be >= 1, got {cmd.max_episode_steps}")
+        return "sim"
+    if cmd.num_envs != 1:
+        raise UsageError("--num-envs needs --sim: a robot server runs one episode at a time")
+    return "operator" if cmd.operator else "robot"
+
+
+def _with_progress(cmd: EvalCommand, fn) -> dict:
     if cmd.progress_lines:
         done = [0]
 
@@ -146,15 +450,33 @@ def main(cmd: EvalCommand) -> None:
             done[0] += 1
             print(f"progress {done[0]} {total}", flush=True)
 
-        results = evaluate(cmd, report)
-    else:
-        from rich.progress import Progress
+        return fn(cmd, report)
+    from rich.progress import Progress
 
-        with Progress() as progress:
-            bar = progress.add_task("eval", total=None)
-            results = evaluate(
-                cmd, lambda task, ok, total: progress.update(bar, advance=1, total=total)
-            )
-    summary = {t: r["success_rate"] for t, r in results["tasks"].items()}
-    print(f"success rate {results['success_rate']:.2f} {summary}; "
-          f"latency p50 {results['latency_ms']['p50']:.2f} ms, p99 {results['latency_ms']['p99']:.2f} ms")
+    with Progress() as progress:
+        bar = progress.add_task("eval", total=None)
+        return fn(cmd, lambda task, ok, total: progress.update(bar, advance=1, total=total))
+
+
+def main(cmd: EvalCommand) -> None:
+    mode = check_command(cmd)
+    if mode == "compare":
+        from tether.launch.eval_compare import main as compare_main
+
+        compare_main(cmd)
+        return
+    if mode == "operator":
+        from tether.launch.eval_operator import evaluate_operator
+
+        results = evaluate_operator(cmd)
+    elif mode == "sim":
+        from tether.launch.eval_sim import evaluate_sim
+
+        results = _with_progress(cmd, evaluate_sim)
+    else:
+        results = _with_progress(cmd, evaluate_robot)
+    lo, hi = results["success_ci95"]
+    summary = ", ".join(f"{t} {r['success_rate']:.2f}" for t, r in results["tasks"].items())
+    print(f"success rate {results['success_rate']:.2f} [95% CI {lo:.2f}, {hi:.2f}] ({summary}); "
+          f"latency p50 {results['latency_ms']['p50']:.2f} ms, p99 {results['latency_ms']['p99']:.2f} ms; "
+          f"report: {cmd.out / 'eval.md'}")

@@ -1,11 +1,14 @@
 """Run reports: ``report.json``, ``report.md`` and ``report.png`` (success per task with 95%
-Wilson intervals, and the histogram of the policy-step latency)."""
+Wilson intervals, and the histogram of the policy-step latency); and ``tether eval``'s
+``eval.md`` / ``eval.png``."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+
+import numpy as np
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -94,3 +97,101 @@ def write_report(out: Path, report: dict, latencies_ms: list[float]) -> dict:
     write_markdown(report, out / "report.md")
     plot_report(report, latencies_ms, out / "report.png")
     return report
+
+
+def plot_eval(results: dict, path: Path) -> Path:
+    """``tether eval``'s figure: success per task (bars, 95% Wilson CI), episode returns per task
+    (box plots, one dot per episode) and the policy latency histogram (p50, p99 marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["tasks"])
+    stats = [results["tasks"][t] for t in tasks]
+    rates = [0.0 if math.isnan(r["success_rate"]) else r["success_rate"] for r in stats]
+    lows = [min(rate, r["success_ci95"][0]) for rate, r in zip(rates, stats)]
+    highs = [max(rate, r["success_ci95"][1]) for rate, r in zip(rates, stats)]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4), dpi=110)
+    ax1.bar(tasks, rates, color="tab:blue", capsize=6,
+            yerr=[[r - lo for r, lo in zip(rates, lows)], [hi - r for r, hi in zip(rates, highs)]])
+    for i, r in enumerate(stats):
+        ax1.text(i, 0.02, f"{r['successes']}/{r['episodes']}", ha="center", color="white")
+    ax1.set_ylim(0, 1.05)
+    ax1.set_ylabel("success rate (95% Wilson CI)")
+    ax1.set_title(f"success per task (overall {results['success_rate']:.2f})")
+    ax1.tick_params(axis="x", labelrotation=15)
+    returns = [[e["return"] for e in r["per_episode"] if e.get("status") != "aborted"] or [0.0]
+               for r in stats]
+    ax2.boxplot(returns, showfliers=False)
+    for i, values in enumerate(returns, start=1):
+        ax2.plot(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, ".",
+                 color="tab:green", alpha=0.6)
+    ax2.set_xticks(range(1, len(tasks) + 1), tasks, rotation=15)
+    ax2.set_ylabel("episode return")
+    ax2.set_title("returns per task")
+    lat = results["latency_ms"]
+    ax3.hist(lat["samples"] or [0.0], bins=50, color="tab:orange")
+    for q, style in (("p50", "--"), ("p99", ":")):
+        ax3.axvline(lat[q], color="k", linestyle=style, label=f"{q} {lat[q]:.2f} ms")
+    ax3.set_xlabel("policy latency (ms)")
+    ax3.set_ylabel("steps")
+    ax3.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def eval_markdown(results: dict) -> str:
+    """``eval.md``: what ran, success per task with 95% Wilson intervals, returns, lengths,
+    policy latency, the robot link's timing (robot-server modes) and the videos."""
+    lo, hi = results["success_ci95"]
+    mode = {"robot": f"robot server `{results.get('robot')}`",
+            "operator": f"operator-judged episodes on robot server `{results.get('robot')}`",
+            "sim": f"direct simulation `{results.get('sim')}` ({results.get('num_envs')} envs)"}
+    seeds = results["config"]["seed"]
+    lines = [
+        "# tether eval",
+        "",
+        f"Policy `{results['policy']}` on {mode.get(results['mode'], results['mode'])}; "
+        f"episode k of each task uses seed {seeds} + k.",
+        "",
+        f"Success rate: **{results['success_rate']:.3f}** ({results['successes']}/{results['episodes']}), "
+        f"95% Wilson CI [{lo:.3f}, {hi:.3f}]; mean return {results['aggregated']['avg_sum_reward']:.3f}.",
+        "",
+        "| task | success rate | 95% CI | successes / episodes | return (mean ± std) | mean length | aborted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, r in results["tasks"].items():
+        tlo, thi = r["success_ci95"]
+        lines.append(
+            f"| {task} | {r['success_rate']:.3f} | [{tlo:.3f}, {thi:.3f}] | {r['successes']} / "
+            f"{r['episodes']} | {r['mean_return']:.3f} ± {r['std_return']:.3f} | "
+            f"{r['mean_episode_length']:.1f} | {r['aborted']} |"
+        )
+    lat = results["latency_ms"]
+    where = "in process, one policy call" if results["mode"] == "sim" else \
+        "robot side, observation received -> action sent"
+    lines += ["", f"Policy latency ({where}): p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, "
+                  f"max {lat['max']:.2f} ms."]
+    link = results.get("link")
+    if link:
+        p, c = link["period_ms"], link["command_latency_ms"]
+        lines += ["", f"Robot link: tick period p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms "
+                      f"(target {p['target']:.2f} ms, jitter {p['jitter']:.2f} ms); command latency "
+                      f"(state published -> command received, server clock) p50 {c['p50']:.2f} ms, "
+                      f"p99 {c['p99']:.2f} ms; ticks held for want of a command: {link['held_ticks']}."]
+    lines += ["", "![eval](eval.png)"]
+    videos = [(e["task"], e["video"]) for e in results["per_episode"] if e.get("video")]
+    if videos:
+        lines += ["", "Videos:"] + [f"- {task}: `{Path(v).name}`" for task, v in videos]
+    for w in results.get("warnings", []):
+        lines += ["", f"Warning: {w}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_eval_report(out: Path, results: dict) -> None:
+    """Write ``eval.md`` and ``eval.png`` for ``results`` (the content of eval.json) into ``out``."""
+    (out / "eval.md").write_text(eval_markdown(results))
+    plot_eval(results, out / "eval.png")

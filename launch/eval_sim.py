@@ -1,0 +1,271 @@
+"""``tether eval --sim``: evaluate a policy directly in simulation, several envs in parallel.
+
+Each episode runs in lock-step: observation -> policy -> the robot server's safety layer
+(``SafetyFilter.check`` then ``limit``, from the driver's ``hold_action()`` at the episode's start)
+-> one driver tick. That is what the robot server does at every tick when the command arrives in
+time, with the same drivers (``tether.robot.drivers``), so a deterministic policy gives the same
+episodes here and on a ``tether serve`` of the same simulator (``held_ticks`` 0 there).
+
+Parallelism: ``--num-envs K`` worker processes (spawned: MuJoCo and onnxruntime are not fork-safe
+once initialised; processes rather than threads, as MetaWorld steps in Python under the GIL), each
+with its own env and ``PolicyRunner``; one job is one episode. Every episode reseeds its env (seed)
+and its sampler noise (seed, task), so results do not depend on K or on the order of the jobs.
+
+Videos: outcomes are only known at the end, so no episode is rendered while evaluating; the chosen
+ones (``choose_videos``: successes and failures) are replayed with a camera afterwards, which
+reproduces them exactly (checked: a replay that ends differently is reported in ``warnings``).
+
+Adding a simulator: ``SIMS[name] = factory``; a factory takes (tasks, policy spec, command, camera
+or None) and returns an ``EvalEnv`` (any object with ``spec``, ``reset``, ``step``, ``close``).
+``DriverEnv`` adapts any ``tether.robot.driver.Robot``; a gymnasium env (e.g. tether's own MuJoCo
+arm tasks) needs a small adapter to ``Observation`` (state under ``observation.state``).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from tether.launch import UsageError
+from tether.launch.eval import (
+    EvalCommand, choose_videos, load_runner, start_episode, summarize, video_name, write_results,
+)
+from tether.robot.driver import Observation, Robot
+from tether.robot.safety import SafetyFilter, SafetyViolation
+from tether.robot.spec import RobotSpec
+
+
+class EvalEnv(Protocol):
+    """What direct evaluation needs of a simulator (one control tick per ``step``).
+
+    ``reset(task, seed)`` returns the first observation (seeded: a seed names one initial
+    condition); ``step(action)`` applies a policy action (spec's action shape, float32) and
+    returns (observation after the tick, whether the tick held instead of acting);
+    ``Observation.done`` ends the episode.
+    """
+
+    spec: RobotSpec
+
+    def reset(self, task: str, seed: int) -> Observation: ...
+
+    def step(self, action: np.ndarray) -> tuple[Observation, bool]: ...
+
+    def close(self) -> None: ...
+
+
+class DriverEnv:
+    """A robot driver stepped as ``tether.robot.server.RobotServer`` steps it, without the clock.
+
+    Args:
+        robot: the driver (connected here; ``close`` disconnects it).
+
+    A command the safety layer rejects (``SafetyViolation``) is dropped and the robot holds, as on
+    the server.
+    """
+
+    def __init__(self, robot: Robot):
+        self.robot = robot
+        self.spec = robot.spec
+        self.safety = SafetyFilter(self.spec)
+        robot.connect()
+        self._obs: Observation | None = None
+        self._last_applied: np.ndarray | None = None
+
+    def reset(self, task: str, seed: int) -> Observation:
+        self._obs = self.robot.reset(task, seed)
+        self._last_applied = self.robot.hold_action()
+        return self._obs
+
+    def step(self, action: np.ndarray) -> tuple[Observation, bool]:
+        try:
+            checked = self.safety.check(action)
+        except SafetyViolation:
+            checked = None
+        if checked is not None:
+            applied = self.safety.limit(checked, self._last_applied, self._obs.values)
+            self.robot.act(applied)
+        else:
+            applied = self.robot.hold()
+        if applied is not None:
+            self._last_applied = applied
+        self._obs = self.robot.observe()
+        return self._obs, checked is None
+
+    def close(self) -> None:
+        self.robot.disconnect()
+
+
+def _metaworld(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: str | None) -> EvalEnv:
+    from tether.robot.drivers.metaworld import MetaWorldRobot
+
+    cameras = () if camera is None else (camera,)
+    return DriverEnv(MetaWorldRobot(tuple(tasks), sim.max_episode_steps, True, cameras, sim.image_size))
+
+
+def _pointmass(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: str | None) -> EvalEnv:
+    from tether.robot.drivers.pointmass import PointMassRobot
+
+    # The point mass integrates one control period per tick: its dynamics follow the rate, which
+    # is the policy's (tether serve --robot pointmass --rate-hz R gives the same robot).
+    return DriverEnv(PointMassRobot(policy_spec.control_rate_hz, sim.max_episode_steps))
+
+
+# name -> (factory, default camera for videos or None)
+SIMS: dict[str, tuple[Callable[..., EvalEnv], str | None]] = {
+    "metaworld": (_metaworld, "corner"),
+    "pointmass": (_pointmass, None),
+}
+
+
+@dataclass(frozen=True)
+class SimSetup:
+    """What a worker needs to build its runner and envs (picklable)."""
+
+    sim: str
+    onnx: str
+    tasks: tuple[str, ...]
+    max_episode_steps: int
+    image_size: int
+
+
+def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str | None) -> dict:
+    """One lock-stepped episode; returns success, return, length (ticks), held_ticks, latencies
+    (s, per policy call) and frames (the camera's, uint8 [H, W, 3] each, if ``camera_key``)."""
+    start_episode(runner, task, seed)
+    obs = env.reset(task, seed)
+    frames, latencies = [], []
+    total, held, length = 0.0, 0, 0
+    while True:
+        if camera_key is not None:
+            frames.append(obs.values[camera_key])
+        # The server clears ``done`` at a reset: an episode has at least one tick.
+        if length > 0 and obs.done:
+            break
+        t0 = time.perf_counter()
+        action = runner.act(obs.values)
+        latencies.append(time.perf_counter() - t0)
+        obs, was_held = env.step(action)
+        total += float(obs.reward)
+        held += was_held
+        length += 1
+    return {"success": bool(obs.success), "return": total, "length": length, "held_ticks": held,
+            "latencies": latencies, "frames": frames}
+
+
+_worker: dict = {}
+
+
+def _get(setup: SimSetup, camera: str | None):
+    """This process' runner and env (built once per process, per camera)."""
+    from tether.robot.runner import PolicyRunner
+
+    if "runner" not in _worker:
+        _worker["runner"] = PolicyRunner(setup.onnx)
+    runner = _worker["runner"]
+    key = ("env", camera)
+    if key not in _worker:
+        factory, _ = SIMS[setup.sim]
+        _worker[key] = factory(list(setup.tasks), runner.spec, setup, camera)
+    return runner, _worker[key]
+
+
+def _job(setup: SimSetup, task: str, index: int, seed: int, camera: str | None) -> dict:
+    runner, env = _get(setup, camera)
+    r = run_sim_episode(env, runner, task, seed, None if camera is None else f"observation.images.{camera}")
+    return {"task": task, "index": index, "seed": seed, **r}
+
+
+def _close_worker() -> None:
+    for key in [k for k in _worker if isinstance(k, tuple)]:
+        _worker.pop(key).close()
+
+
+def _run_jobs(setup: SimSetup, jobs: list[tuple], num_envs: int, on_done) -> list[dict]:
+    """Run episode jobs (task, index, seed, camera) inline (K = 1) or in K spawned workers."""
+    results = []
+    if num_envs == 1 or len(jobs) == 1:
+        for job in jobs:
+            results.append(_job(setup, *job))
+            on_done(results[-1])
+        return results
+    with ProcessPoolExecutor(min(num_envs, len(jobs)), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_job, setup, *job) for job in jobs]
+        for future in as_completed(futures):
+            results.append(future.result())
+            on_done(results[-1])
+    return results
+
+
+def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
+    """Direct-simulation mode: run, write ``cmd.out/eval.*``; returns the content of eval.json.
+
+    Raises:
+        UsageError: a camera the simulator lacks. SpecMismatchError: the policy does not fit the
+        simulated robot. tether.sim.metaworld.UnknownTaskError: a task MetaWorld lacks.
+    """
+    from tether.robot.video import write_mp4
+
+    cmd.out.mkdir(parents=True, exist_ok=True)
+    runner, onnx_path, checkpoint = load_runner(cmd, cmd.out)
+    tasks = list(cmd.tasks or runner.tasks)
+    factory, default_camera = SIMS[cmd.sim]
+    camera = cmd.camera or default_camera
+    if cmd.camera is not None and default_camera is None:
+        raise UsageError(f"--camera {cmd.camera}: the {cmd.sim} simulator has no cameras")
+    setup = SimSetup(cmd.sim, str(onnx_path), tuple(tasks), cmd.max_episode_steps, cmd.image_size)
+    # Check the policy against the simulated robot here, before any worker starts.
+    _worker["runner"] = runner
+    _, env = _get(setup, None)
+    env.spec.check_policy(runner.spec, tuple(tasks))
+    if camera is not None and cmd.videos_per_task > 0:
+        key = f"observation.images.{camera}"
+        probe = factory(tasks[:1], runner.spec, setup, camera)
+        if key not in probe.spec.observation:
+            raise UsageError(f"--camera {camera}: not a camera of the {cmd.sim} simulator")
+        probe.close()
+
+    total = len(tasks) * cmd.episodes
+    t0 = time.perf_counter()
+    jobs = [(task, k, cmd.seed + k, None) for task in tasks for k in range(cmd.episodes)]
+    done = (lambda r: on_episode(r["task"], r["success"], total)) if on_episode else (lambda r: None)
+    raw = _run_jobs(setup, jobs, cmd.num_envs, done)
+    order = {t: i for i, t in enumerate(tasks)}
+    raw.sort(key=lambda r: (order[r["task"]], r["index"]))
+    eval_s = time.perf_counter() - t0
+    latencies = [x for r in raw for x in r["latencies"]]
+    episodes = [
+        {k: r[k] for k in ("task", "index", "seed", "success", "return", "length", "held_ticks")}
+        | {"video": None}
+        for r in raw
+    ]
+
+    warnings: list[str] = []
+    if camera is not None and cmd.videos_per_task > 0:
+        chosen = [e for t in tasks for e in choose_videos([e for e in episodes if e["task"] == t],
+                                                          cmd.videos_per_task)]
+        replays = _run_jobs(setup, [(e["task"], e["index"], e["seed"], camera) for e in chosen],
+                            cmd.num_envs, lambda r: None)
+        by_key = {(r["task"], r["index"]): r for r in replays}
+        for e in chosen:
+            r = by_key[(e["task"], e["index"])]
+            if (r["success"], r["length"], r["return"]) != (e["success"], e["length"], e["return"]):
+                warnings.append(f"{e['task']} episode {e['index']}: the filmed replay ended "
+                                "differently from the evaluated episode (nondeterministic policy or sim)")
+            path = Path(cmd.out) / "videos" / video_name(e["task"], e)
+            e["video"] = str(write_mp4(path, np.stack(r["frames"]), runner.spec.control_rate_hz))
+    _close_worker()
+    extra = {
+        "sim": cmd.sim,
+        "num_envs": cmd.num_envs,
+        "onnx": str(onnx_path),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "eval_s": eval_s,
+        "warnings": warnings,
+    }
+    return write_results(cmd.out, summarize(cmd, "sim", tasks, episodes, latencies, extra))

@@ -24,22 +24,25 @@ class ServeConfig:
 
     address: str = "tcp://127.0.0.1:5555"
     """Where to bind: tcp://HOST:PORT (state on PORT+1) or ipc://PATH."""
-    robot: Literal["metaworld", "pointmass", "dynamixel"] = "metaworld"
-    """Driver: metaworld (simulated Sawyer, MetaWorld v3 tasks), pointmass (numpy, for tests and
-    link benchmarks) or dynamixel (a DYNAMIXEL arm; needs --robot-config)."""
+    robot: Literal["metaworld", "arm", "pointmass", "dynamixel"] = "metaworld"
+    """Driver: metaworld (simulated Sawyer, MetaWorld v3 tasks), arm (tether's simulated
+    OpenMANIPULATOR-X: reach, push), pointmass (numpy, for tests and link benchmarks) or dynamixel
+    (a DYNAMIXEL arm; needs --robot-config)."""
     robot_config: Path | None = None
     """JSON file of the hardware driver's settings (for dynamixel: the fields of
     tether.robot.drivers.dynamixel.DynamixelConfig: port, ids, low, high, home, ...)."""
     tasks: tuple[str, ...] = DEFAULT_TASKS
-    """Tasks the simulated robot can be reset to."""
+    """Tasks the simulated robot can be reset to (default for --robot arm: reach push)."""
+    action_mode: Literal["ee_delta", "joint"] = "ee_delta"
+    """--robot arm only: ee_delta (tool displacement, m per tick) or joint (joint targets, rad)."""
     cameras: tuple[str, ...] = ()
-    """Simulated cameras to publish, e.g. corner (MetaWorld camera names)."""
+    """Simulated cameras to publish, e.g. corner (MetaWorld camera names; arm: front, top)."""
     image_size: int = 128
     """Camera resolution in pixels (square)."""
     max_episode_steps: int = 500
     """Episode length limit in control ticks."""
     rate_hz: float | None = None
-    """Control rate; default: the robot spec's (80 Hz for MetaWorld)."""
+    """Control rate; default: the robot spec's (80 Hz for MetaWorld, 50 Hz for arm)."""
     latency_ticks: int = 0
     """Simulated actuation latency, in control ticks (the sim as a stand-in for hardware)."""
     action_noise: float = 0.0
@@ -67,6 +70,13 @@ def make_robot(cfg: ServeConfig):
         if cfg.rate_hz is not None:
             settings["rate_hz"] = cfg.rate_hz
         robot = DynamixelArm(DynamixelConfig(**settings))
+    elif cfg.robot == "arm":
+        from tether.robot.drivers.arm import ArmRobot
+
+        tasks = ("reach", "push") if cfg.tasks == DEFAULT_TASKS else cfg.tasks
+        robot = ArmRobot(
+            tasks, cfg.action_mode, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size
+        )
     else:
         robot = MetaWorldRobot(cfg.tasks, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size)
     if cfg.latency_ticks or cfg.action_noise or cfg.obs_noise:

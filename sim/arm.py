@@ -83,6 +83,7 @@ IK_DAMPING = 0.02  # lambda of damped least squares (m)
 # Box the tool point is kept in (m), world frame: above the table, inside the reach.
 WORKSPACE_LOW = (0.02, -0.3, 0.012)
 WORKSPACE_HIGH = (0.36, 0.3, 0.3)
+_WS_LOW, _WS_HIGH = np.array(WORKSPACE_LOW), np.array(WORKSPACE_HIGH)
 # Joint angles with the tool point at (0.18, 0, 0.12) and TOOL_PITCH (solved with the IK below).
 HOME_QPOS = np.array([0.0, -0.357, 0.1852, 1.1719])
 PUCK_RADIUS = 0.022
@@ -211,6 +212,10 @@ def reset(scene: Scene, data: mujoco.MjData, task: str, rng: np.random.Generator
     mujoco.mj_forward(scene.model, data)
 
 
+_PITCH_ROW = PITCH_WEIGHT * np.array([0.0, 1.0, 1.0, 1.0])
+_DAMPING_I = IK_DAMPING**2 * np.eye(4)
+
+
 def ik_delta(scene: Scene, data: mujoco.MjData, delta: np.ndarray) -> np.ndarray:
     """Joint displacement (rad, (4,)) that moves the tool point by ``delta`` (m, (3,)).
 
@@ -226,10 +231,13 @@ def ik_delta(scene: Scene, data: mujoco.MjData, delta: np.ndarray) -> np.ndarray
     """
     jacp = np.zeros((3, scene.model.nv))
     mujoco.mj_jacSite(scene.model, data, jacp, None, scene.ee_site)
-    pitch = data.qpos[scene.qpos_adr[1:]].sum()
-    jac = np.vstack([jacp[:, scene.dof_adr], PITCH_WEIGHT * np.array([0.0, 1.0, 1.0, 1.0])])
-    err = np.append(delta, PITCH_WEIGHT * (TOOL_PITCH - pitch))
-    return jac.T @ np.linalg.solve(jac @ jac.T + IK_DAMPING**2 * np.eye(4), err)
+    jac = np.empty((4, 4))
+    jac[:3] = jacp[:, scene.dof_adr]
+    jac[3] = _PITCH_ROW
+    err = np.empty(4)
+    err[:3] = delta
+    err[3] = PITCH_WEIGHT * (TOOL_PITCH - data.qpos[scene.qpos_adr[1:]].sum())
+    return jac.T @ np.linalg.solve(jac @ jac.T + _DAMPING_I, err)
 
 
 def joint_targets(
@@ -249,12 +257,13 @@ def joint_targets(
         target = action
     else:
         ee = data.site_xpos[scene.ee_site]
-        delta = np.clip(action, -MAX_EE_STEP, MAX_EE_STEP)
-        delta = np.clip(ee + delta, WORKSPACE_LOW, WORKSPACE_HIGH) - ee
+        # np.minimum/np.maximum: np.clip's dispatch costs more than the arithmetic on 3-4 values
+        delta = np.minimum(np.maximum(action, -MAX_EE_STEP), MAX_EE_STEP)
+        delta = np.minimum(np.maximum(ee + delta, _WS_LOW), _WS_HIGH) - ee
         target = current + ik_delta(scene, data, delta)
-    target = np.clip(target, current - MAX_JOINT_STEP, current + MAX_JOINT_STEP)
-    target = np.clip(target, q - MAX_LEAD, q + MAX_LEAD)
-    return np.clip(target, JOINT_LOW, JOINT_HIGH)
+    target = np.minimum(np.maximum(target, current - MAX_JOINT_STEP), current + MAX_JOINT_STEP)
+    target = np.minimum(np.maximum(target, q - MAX_LEAD), q + MAX_LEAD)
+    return np.minimum(np.maximum(target, JOINT_LOW), JOINT_HIGH)
 
 
 def step(scene: Scene, data: mujoco.MjData, action: np.ndarray, action_mode: str) -> None:

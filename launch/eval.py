@@ -41,7 +41,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import tyro
@@ -57,9 +57,9 @@ class EvalCommand:
     robot server, directly in simulation (--sim), or with an operator (--operator); or compare
     runs: tether eval compare RUN_A RUN_B ..."""
 
-    policy: tyro.conf.Positional[Path]
+    policy: Annotated[tyro.conf.Positional[Path], tyro.conf.arg(metavar="POLICY|compare")]
     """policy.onnx (tether export) or policy.pt (exported first); or the word compare."""
-    runs: tyro.conf.Positional[tuple[Path, ...]] = ()
+    runs: Annotated[tyro.conf.Positional[tuple[Path, ...]], tyro.conf.arg(metavar="[RUN ...]")] = ()
     """After compare: two or more eval folders (or their eval.json); the first is the baseline."""
     robot: str | None = None
     """Address of a running robot server (tether serve); default tcp://127.0.0.1:5555."""
@@ -68,8 +68,8 @@ class EvalCommand:
     num_envs: int = 1
     """With --sim: episodes run in parallel in this many worker processes."""
     operator: bool = False
-    """Hardware mode: the operator starts, judges, aborts or re-does each episode from this
-    terminal (Enter start, s success, f failure, a abort, r re-do, Space e-stop, Q quit)."""
+    """Hardware mode: the operator starts, judges, aborts or re-does each episode from this terminal
+    (Enter start, s success, f failure, a abort, r re-do, Space e-stop, c clear it, Q quit)."""
     out: Path = Path("runs/eval")
     """Output folder (eval.json, eval.md, eval.png, videos/); for compare: compare.*."""
     tasks: tuple[str, ...] = ()
@@ -79,8 +79,8 @@ class EvalCommand:
     seed: int = 1_000_000
     """Seed of each task's first episode; episode k uses seed + k."""
     videos_per_task: int = 2
-    """Up to this many MP4s per task, half successes and half failures when there are both
-    (needs a camera: on the server, or --camera in --sim)."""
+    """Up to this many MP4s per task, half successes and half failures when there are both (needs
+    a camera: on the server, or --camera in --sim)."""
     camera: str | None = None
     """With --sim: camera to film (default: MetaWorld's corner; the point mass has none)."""
     image_size: int = 128

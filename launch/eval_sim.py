@@ -225,7 +225,10 @@ def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
     env.spec.check_policy(runner.spec, tuple(tasks))
     if camera is not None and cmd.videos_per_task > 0:
         key = f"observation.images.{camera}"
-        probe = factory(tasks[:1], runner.spec, setup, camera)
+        try:
+            probe = factory(tasks[:1], runner.spec, setup, camera)
+        except ValueError as e:  # e.g. OffscreenCamera: the camera is not in the model
+            raise UsageError(f"--camera {camera}: {e}") from e
         if key not in probe.spec.observation:
             raise UsageError(f"--camera {camera}: not a camera of the {cmd.sim} simulator")
         probe.close()

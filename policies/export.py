@@ -62,15 +62,35 @@ class MlpGraph(_Graph):
         return self._out(self.model((obs - self.obs_mean) / self.obs_std, goal))
 
 
+class ImageMlpGraph(_Graph):
+    """Raw observation window [B,1,S], goal [B,G], camera frame uint8 [B,H,W,3] -> action [B,A].
+
+    For policies with ``image_keys`` (IQL / BC with an image encoder); the frame's ONNX input is
+    named by its feature key (e.g. ``observation.images.front``), and the network converts it.
+    """
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self._out(self.model((obs - self.obs_mean) / self.obs_std, goal, image))
+
+
+def _graph_class(model: nn.Module) -> type[_Graph]:
+    if isinstance(model, Beso):
+        return BesoGraph
+    return ImageMlpGraph if getattr(model, "image_keys", ()) else MlpGraph
+
+
 def policy_metadata(model: nn.Module, normalizer: Normalizer, tasks: list[str]) -> dict:
     """The ``tether.policy`` metadata dict of an exported policy."""
     meta = {
-        "kind": "beso" if isinstance(model, Beso) else "mlp",
+        # MlpPolicy is "mlp"; IQL and BC actors say which learner made them
+        "kind": "beso" if isinstance(model, Beso) else getattr(model, "kind", "mlp"),
         "window": model.cfg.window if isinstance(model, Beso) else model.window,
         "goal": {"kind": "task_one_hot", "tasks": list(tasks)},
         "normalization": normalizer.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    if getattr(model, "image_keys", ()):
+        meta["images"] = list(model.image_keys)
     if isinstance(model, Beso):
         meta.update(
             num_steps=model.cfg.num_steps, sampler="ddim", schedule="exponential",
@@ -85,14 +105,15 @@ def export_policy(
     """Export ``model`` (for BESO, the EMA weights) to ``path`` with tether metadata.
 
     Inputs: ``obs`` [B,T,S] raw observation window and ``goal`` [B,G]; BESO adds ``noise``
-    [B,T,A]. Output: ``action`` [B,A] in robot units. ``spec`` is the robot spec of the training
+    [B,T,A]; a policy with ``image_keys`` adds its camera frame uint8 [B,H,W,3], the input named
+    by the feature key. Output: ``action`` [B,A] in robot units. ``spec`` is the robot spec of the training
     data; only the features the policy reads are kept. Returns ``path``.
     """
     import onnx
 
     model = model.eval()
     beso = isinstance(model, Beso)
-    graph = (BesoGraph if beso else MlpGraph)(model, normalizer, spec).eval()
+    graph = _graph_class(model)(model, normalizer, spec).eval()
     window = model.cfg.window if beso else model.window
     s, a = normalizer.obs_mean.shape[0], spec.action.shape[0]
     example = [torch.zeros(1, window, s), torch.zeros(1, len(tasks))]
@@ -100,6 +121,10 @@ def export_policy(
     if beso:
         example.append(torch.zeros(1, window, a))
         names.append("noise")
+    images = tuple(getattr(model, "image_keys", ()))
+    for key in images:
+        example.append(torch.zeros(1, *spec.observation[key].shape, dtype=torch.uint8))
+        names.append(key)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -114,7 +139,7 @@ def export_policy(
             tuple(example),
             input_names=names,
             output_names=["action"],
-            dynamic_shapes={name: {0: batch} for name in names},
+            dynamic_shapes=tuple({0: batch} for _ in names),  # positional: names may be feature keys
             opset_version=OPSET,
             dynamo=True,
             verbose=False,
@@ -124,7 +149,8 @@ def export_policy(
     policy_spec = RobotSpec(
         spec.robot_type,
         spec.control_rate_hz,
-        {"observation.state": spec.observation["observation.state"]},
+        {"observation.state": spec.observation["observation.state"],
+         **{key: spec.observation[key] for key in images}},
         spec.action,
         tasks=tuple(tasks),
     )
@@ -169,9 +195,11 @@ def parity(
     }
     if beso:
         feed["noise"] = rng.standard_normal((n, t, spec.action.shape[0])).astype(np.float32)
+    for key in getattr(model, "image_keys", ()):
+        feed[key] = rng.integers(0, 256, (n, *spec.observation[key].shape), dtype=np.uint8)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(["action"], feed)
-    graph = (BesoGraph if beso else MlpGraph)(model, normalizer, spec).eval()
+    graph = _graph_class(model)(model, normalizer, spec).eval()
     with torch.no_grad():
         torch_out = graph(*(torch.from_numpy(v) for v in feed.values())).numpy()
     return float(np.abs(onnx_out - torch_out).max())

@@ -1,7 +1,8 @@
 """One training loop for tether's learners: AdamW with warm-up and cosine decay, EMA weights,
 checkpoints with resume, a per-step callback for progress display, and a PNG learning curve.
 
-A learner is any ``nn.Module`` with a ``loss(**batch) -> scalar tensor`` method; batches come from
+A learner is any ``nn.Module`` with a ``loss(**batch) -> scalar tensor`` method, and optionally an
+``after_step()`` method called after each optimizer step (IQL's target critics); batches come from
 a ``sample_batch(step) -> dict`` function so data loading stays with the data.
 """
 
@@ -72,6 +73,7 @@ def train(
         result.steps, result.losses = state["history"]["steps"], state["history"]["losses"]
     t0 = time.perf_counter()
     model.train()
+    after_step = getattr(model, "after_step", None)  # e.g. IQL's target critics (Polyak)
     for step in range(start, cfg.steps):
         loss = model.loss(**sample_batch(step))
         if not torch.isfinite(loss):
@@ -80,6 +82,8 @@ def train(
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        if after_step is not None:
+            after_step()
         sched.step()
         ema.update_parameters(model)
         value = float(loss.detach())

@@ -13,6 +13,7 @@ import tyro
 from tether.launch import bench, collect, dataset, demo, eval as eval_verb, export, keys, serve, teleop, train
 from tether.launch import launch_verb
 from tether.launch import label as label_verb
+from tether.launch import reward_model as reward_model_verb
 
 VERBS = {
     "demo": (demo.DemoCommand, demo.main),
@@ -27,6 +28,7 @@ VERBS = {
     "dataset": (dataset.DatasetCommand, dataset.main),
     "launch": (launch_verb.LaunchCommand, launch_verb.main),
     "label": (label_verb.LabelCommand, label_verb.main),
+    "reward-model": (reward_model_verb.RewardModelCommand, reward_model_verb.main),
 }
 
 

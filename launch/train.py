@@ -1,29 +1,51 @@
-"""``tether train``: fit a BESO policy on a dataset (CPU or GPU) and save ``policy.pt``."""
+"""``tether train``: fit a policy on a dataset (CPU or GPU).
+
+::
+
+    tether train DATASET --out runs/beso                      # BESO (goal-conditioned diffusion)
+    tether train DATASET --algo iql --reward reward.vlm       # IQL on a relabelled reward
+    tether train DATASET --algo iql --reward next.reward      # IQL on the recorded reward
+    tether train DATASET --algo bc                            # BC, the baseline, same network
+
+BESO writes ``policy.pt`` (``tether export`` makes the ONNX file). IQL and BC (see
+``tether.policies.offline``) write ``policy.pt`` and ``policy.onnx`` at once, parity-checked, ready
+for ``tether eval policy.onnx --robot ADDRESS``.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import tyro
 
-from tether.policies.configs import BesoConfig, TrainConfig
+from tether.policies.configs import BesoConfig, IqlConfig, TrainConfig
 
 
 @dataclass
 class TrainCommand:
-    """Train a goal-conditioned BESO diffusion policy on a dataset."""
+    """Train a policy on a dataset: BESO (default), IQL (offline RL) or BC."""
 
     dataset: tyro.conf.Positional[Path]
     """A tether / LeRobotDataset v3.0 folder with observation.state and action."""
     out: Path = Path("runs/train")
     """Output folder: config.json, checkpoints/, policy.pt, learning_curve.png."""
+    algo: Literal["beso", "iql", "bc"] = "beso"
+    """beso: goal-conditioned diffusion (Reuss et al. 2023); iql: implicit Q-learning (Kostrikov et
+    al. 2022); bc: behaviour cloning with IQL's actor network."""
+    reward: str | None = None
+    """iql: reward column, next.reward, reward.NAME (tether reward-model --relabel) or constant;
+    shorthand for --iql.reward."""
     beso: BesoConfig = field(default_factory=BesoConfig)
+    iql: IqlConfig = field(default_factory=IqlConfig)
+    """IQL and BC settings (BC uses the actor's: hidden, actor, encoder, camera, channels)."""
     optim: TrainConfig = field(default_factory=TrainConfig)
     resume: bool = False
     """Continue from out/checkpoints/last.pt."""
+    cache_dir: Path | None = None
+    """Decoded-video cache folder for image inputs (default: $TETHER_CACHE_DIR or ~/.cache/tether/videos)."""
 
 
 def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None = None):
@@ -62,13 +84,43 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
     return path, result, len(data.obs)
 
 
+def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | None = None):
+    """Train IQL or BC as ``cmd`` says; returns ``tether.policies.offline.OfflineRun``.
+
+    Raises:
+        tether.robot.dataset.DatasetError: unreadable dataset, unknown reward column or camera.
+        ValueError: no robot spec, or the ONNX parity check fails.
+    """
+    import dataclasses
+
+    from tether.policies.offline import train_offline
+
+    cfg = cmd.iql if cmd.reward is None else dataclasses.replace(cmd.iql, reward=cmd.reward)
+    cmd.out.mkdir(parents=True, exist_ok=True)
+    config = {**asdict(cmd), "iql": asdict(cfg)}
+    (cmd.out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    return train_offline(cmd.dataset, cmd.algo, cfg, cmd.optim, cmd.out, on_step=on_step,
+                         resume=cmd.resume, cache_dir=cmd.cache_dir)
+
+
 def main(cmd: TrainCommand) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+    if cmd.algo != "iql" and cmd.reward is not None:
+        from tether.launch import UsageError
+
+        raise UsageError(f"--reward is for --algo iql (--algo {cmd.algo} imitates and reads no reward)")
+    columns = (TextColumn(cmd.algo), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
     with Progress(*columns) as progress:
         bar = progress.add_task("train", total=cmd.optim.steps, loss=float("nan"))
-        path, result, frames = train_beso(
-            cmd, lambda step, loss: progress.update(bar, completed=step + 1, loss=loss)
-        )
-    print(f"trained on {frames} frames in {result.seconds:.0f} s -> {path}")
+        on_step = lambda step, loss: progress.update(bar, completed=step + 1, loss=loss)  # noqa: E731
+        if cmd.algo == "beso":
+            path, result, frames = train_beso(cmd, on_step)
+        else:
+            run = train_offline_rl(cmd, on_step)
+    if cmd.algo == "beso":
+        print(f"trained on {frames} frames in {result.seconds:.0f} s -> {path}")
+        return
+    reward = run.report["reward"]["column"] if cmd.algo == "iql" else "none (BC)"
+    print(f"{cmd.algo} on {run.transitions} transitions (reward {reward}) in {run.result.seconds:.0f} s -> "
+          f"{run.checkpoint}, {run.onnx} (max |onnx - torch| = {run.parity:.1e})")

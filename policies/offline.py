@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -215,6 +215,8 @@ def train_offline(
     ds = Dataset(dataset)
     if ds.spec is None:
         raise ValueError(f"{dataset} carries no tether robot spec in meta/info.json")
+    if algo == "bc":  # the state-action pairs IQL learns from, whatever reward columns exist
+        cfg = replace(cfg, reward="constant", terminal="success" if "next.success" in ds.features else "none")
     data = Transitions.from_dataset(ds, cfg)
     normalizer = Normalizer.fit(data.obs, data.actions)
     image_shape = tuple(ds.spec.observation[data.camera].shape) if data.camera else None

@@ -1,4 +1,7 @@
-"""``tether collect``: record demonstrations of MetaWorld's scripted experts through a robot server.
+"""``tether collect``: record scripted demonstrations and play data through a robot server.
+
+Two sources: MetaWorld's scripted experts (``--env metaworld``, the default) and OGBench's play
+data (``--env ogbench:scene`` or ``ogbench:cube-single``, see ``collect_ogbench``).
 
 The expert plays the teleoperator: it reads states from, and sends commands to, the robot server
 with the same ``RobotClient`` a human device uses, while a ``Recorder`` subscribed to the server
@@ -43,8 +46,8 @@ class CollectConfig:
     """Episodes per task."""
     seed: int = 0
     """Seed of each task's first episode; episode k uses seed + k."""
-    cameras: tuple[str, ...] = ("corner",)
-    """Simulated cameras to record as video."""
+    cameras: tuple[str, ...] | None = None
+    """Simulated cameras to record as video; default: corner (MetaWorld), front_pixels (OGBench)."""
     image_size: int = 64
     """Camera resolution in pixels (square)."""
     max_episode_steps: int = 200
@@ -61,6 +64,20 @@ class CollectConfig:
     """Std of the Gaussian noise on medium episodes."""
     mix: tuple[float, float, float] = (0.3, 0.4, 0.3)
     """Probabilities of expert, medium and random episodes with --quality mix."""
+    env: str = "metaworld"
+    """Source: metaworld (--tasks' experts), or ogbench:scene / ogbench:cube-single (OGBench play
+    data: --episodes episodes of --episode-steps ticks, task "play")."""
+    episode_steps: int = 1000
+    """OGBench: play episode length in control ticks (OGBench's play datasets: 1000)."""
+    oracle: Literal["plan", "markov"] = "plan"
+    """OGBench behaviour policy: plan (OGBench's play data: keyframe plans, smoothed noise) or
+    markov (OGBench's noisy data: closed-loop oracles, Gaussian action noise)."""
+    noise: float = 0.1
+    """OGBench: oracle noise level (OGBench's default 0.1)."""
+    rate_hz: float | None = None
+    """Server tick rate (Hz); default the robot's control rate (real time: 80 Hz MetaWorld, 20 Hz
+    OGBench). A simulator may tick faster when this machine keeps up; the dataset stays at the
+    control rate."""
 
 
 QUALITIES = ("expert", "medium", "random")
@@ -104,20 +121,30 @@ def collect(
     logs: Path,
     on_episode: Callable[[str, bool], None] | None = None,
 ) -> CollectResult:
-    """Start a robot server, record ``cfg.episodes`` expert episodes per task, stop the server."""
+    """Start a robot server, record ``cfg.episodes`` expert episodes per task (MetaWorld) or
+    ``cfg.episodes`` play episodes (OGBench), stop the server.
+
+    Raises:
+        UsageError: an unknown ``--env`` or OGBench env, or OGBench not installed.
+        tether.sim.metaworld.UnknownTaskError: an unknown MetaWorld task.
+    """
+    if cfg.env != "metaworld":
+        return collect_ogbench(cfg, logs, on_episode)
     from tether.sim.metaworld import check_tasks, expert_policy, metaworld_spec
 
     check_tasks(cfg.tasks)
+    cameras = ("corner",) if cfg.cameras is None else cfg.cameras
     qualities = [episode_qualities(cfg, t) for t in range(len(cfg.tasks))]  # bad --mix fails here
     t0 = time.perf_counter()
-    spec = metaworld_spec(cfg.tasks, cfg.cameras, cfg.image_size)
+    spec = metaworld_spec(cfg.tasks, cameras, cfg.image_size)
     writer = DatasetWriter(
         cfg.dataset, spec, spec.control_rate_hz, resume=cfg.resume, overwrite=cfg.overwrite
     )
     address = processes.free_tcp_address()
     server = processes.start(
-        ["serve", "--address", address, "--tasks", *cfg.tasks, "--cameras", *cfg.cameras,
-         "--image-size", str(cfg.image_size), "--max-episode-steps", str(cfg.max_episode_steps)],
+        ["serve", "--address", address, "--tasks", *cfg.tasks, "--cameras", *cameras,
+         "--image-size", str(cfg.image_size), "--max-episode-steps", str(cfg.max_episode_steps),
+         *(["--rate-hz", str(cfg.rate_hz)] if cfg.rate_hz else [])],
         logs / "serve-collect.log",
     )
     result = CollectResult(0, 0)
@@ -153,14 +180,128 @@ def collect(
     return result
 
 
+def ogbench_env(cfg: CollectConfig) -> str:
+    """The OGBench env of ``--env ogbench:NAME``.
+
+    Raises:
+        UsageError: ``--env`` is neither metaworld nor ogbench:NAME with a known NAME, or OGBench
+            is not installed.
+    """
+    from tether.sim import ogbench
+
+    kind, _, name = cfg.env.partition(":")
+    if kind != "ogbench" or not name:
+        raise UsageError(f"--env takes metaworld or ogbench:NAME (NAME one of "
+                         f"{', '.join(ogbench.ENVS)}), not {cfg.env!r}")
+    try:
+        ogbench.check_env(name)
+        ogbench.import_ogbench()
+    except (ogbench.UnknownEnvError, ogbench.OGBenchNotInstalledError) as e:
+        raise UsageError(str(e)) from e
+    return name
+
+
+def collect_ogbench(
+    cfg: CollectConfig,
+    logs: Path,
+    on_episode: Callable[[str, bool], None] | None = None,
+) -> CollectResult:
+    """Record OGBench play data: ``cfg.episodes`` episodes of ``cfg.episode_steps`` ticks.
+
+    OGBench's oracles (``tether.sim.ogbench.PlayPolicy``) play the teleoperator through a
+    ``RobotClient``, subtask after subtask, while a ``Recorder`` writes the episodes (task
+    ``play``; cameras as video; ``observation.state``, ``observation.qpos``,
+    ``observation.qvel``). Episode k resets the scene with seed ``cfg.seed + k``; a scene episode
+    that fails OGBench's health check (the cube leaves the view) is discarded and retried with the
+    next unused seed, as OGBench's generator does. ``expert_successes`` counts achieved subtasks
+    per kind (``<kind>`` and ``<kind>/started``); ``held_ticks`` counts steps whose applied action
+    was not the one just sent (the command came late and the server held the robot: lower
+    --rate-hz when it is large).
+
+    Raises:
+        UsageError: a bad ``--env``, or OGBench missing.
+    """
+    from tether.sim.ogbench import DEFAULT_CAMERA, PLAY, PlayPolicy, ogbench_spec, scene_healthy
+
+    name = ogbench_env(cfg)
+    if cfg.episode_steps < 2:
+        raise UsageError(f"--episode-steps must be at least 2, not {cfg.episode_steps}")
+    cameras = (DEFAULT_CAMERA,) if cfg.cameras is None else cfg.cameras
+    t0 = time.perf_counter()
+    spec = ogbench_spec(name, cameras, cfg.image_size, goal=False)  # play has no goal
+    policy = PlayPolicy(name, cfg.oracle, cfg.noise)
+    writer = DatasetWriter(
+        cfg.dataset, spec, spec.control_rate_hz, resume=cfg.resume, overwrite=cfg.overwrite
+    )
+    address = processes.free_tcp_address()
+    server = processes.start(
+        ["serve", "--robot", "ogbench", "--env", name, "--address", address, "--cameras", *cameras,
+         "--image-size", str(cfg.image_size), "--max-episode-steps", str(cfg.episode_steps),
+         *(["--rate-hz", str(cfg.rate_hz)] if cfg.rate_hz else [])],
+        logs / "serve-collect.log",
+    )
+    result = CollectResult(0, 0)
+    held = retries = 0
+    try:
+        processes.wait_for_server(address, server)
+        recorder = Recorder(address, writer).start()
+        with RobotClient(address, name="ogbench-oracle") as client:
+            seed = cfg.seed
+            for _ in range(cfg.episodes):
+                while True:
+                    state = client.reset(PLAY, seed)
+                    policy.reset(state["observation"], state["step"], seed)
+                    seed += 1
+                    healthy = True
+                    while not state["done"]:
+                        values = state["observation"]
+                        if not scene_healthy(name, values["observation.qpos"]):
+                            healthy = False
+                            break
+                        action = policy(values, state["step"])
+                        client.send_action(action)
+                        state = client.latest_state()
+                        # the server held the robot (our command came late) or skipped states
+                        held += not np.array_equal(state["action"], action)
+                    if healthy:
+                        break
+                    recorder.discard_episode()
+                    retries += 1
+                    log.info("unhealthy play episode (the cube left the view): retrying")
+                if on_episode is not None:
+                    on_episode(PLAY, True)
+        recorder.wait_for(cfg.episodes + retries, timeout_s=30)
+        stats = recorder.stop()
+        if stats.episodes_written < cfg.episodes:
+            log.warning("recorded %d of %d episodes (%d dropped)", stats.episodes_written,
+                        cfg.episodes, stats.episodes_dropped - retries)
+    finally:
+        processes.stop(server)
+    frames = max(1, writer.total_frames)
+    if held > 0.05 * frames:
+        log.warning("the robot held on %d of %d ticks (this machine did not keep up with the server's "
+                    "rate): those frames have the hold action (zeros)", held, frames)
+    for kind, n in policy.stats.started.items():
+        result.expert_successes[kind] = policy.stats.achieved.get(kind, 0)
+        result.expert_successes[f"{kind}/started"] = n
+    result.expert_successes["held_ticks"] = held
+    result.expert_successes["retried_episodes"] = retries
+    result.episodes = len(writer.episodes)
+    result.frames = writer.total_frames
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
 def main(cfg: CollectConfig) -> None:
     from rich.progress import Progress
 
     logging.basicConfig(level=logging.WARNING)
+    total = cfg.episodes * (len(cfg.tasks) if cfg.env == "metaworld" else 1)
     with Progress() as progress:
-        bar = progress.add_task("collect", total=len(cfg.tasks) * cfg.episodes)
+        bar = progress.add_task("collect", total=total)
         result = collect(cfg, cfg.dataset.parent / "logs", lambda *_: progress.advance(bar))
     print(
         f"{result.episodes} episodes, {result.frames} frames in {cfg.dataset} "
-        f"({result.seconds:.0f} s); expert successes: {result.expert_successes}"
+        f"({result.seconds:.0f} s); "
+        f"{'expert' if cfg.env == 'metaworld' else 'oracle subtask'} successes: {result.expert_successes}"
     )

@@ -24,10 +24,13 @@ class ServeConfig:
 
     address: str = "tcp://127.0.0.1:5555"
     """Where to bind: tcp://HOST:PORT (state on PORT+1) or ipc://PATH."""
-    robot: Literal["metaworld", "arm", "pointmass", "dynamixel"] = "metaworld"
+    robot: Literal["metaworld", "arm", "ogbench", "pointmass", "dynamixel"] = "metaworld"
     """Driver: metaworld (simulated Sawyer, MetaWorld v3 tasks), arm (tether's simulated
-    OpenMANIPULATOR-X: reach, push), pointmass (numpy, for tests and link benchmarks) or dynamixel
-    (a DYNAMIXEL arm; needs --robot-config)."""
+    OpenMANIPULATOR-X: reach, push), ogbench (an OGBench UR5e scene, see --env), pointmass (numpy,
+    for tests and link benchmarks) or dynamixel (a DYNAMIXEL arm; needs --robot-config)."""
+    env: str = "scene"
+    """--robot ogbench only: the OGBench env (scene, cube-single); its tasks are task1..task5
+    (evaluation goals) and play; --max-episode-steps sets the play episode length."""
     robot_config: Path | None = None
     """JSON file of the hardware driver's settings (for dynamixel: the fields of
     tether.robot.drivers.dynamixel.DynamixelConfig: port, ids, low, high, home, ...)."""
@@ -77,6 +80,15 @@ def make_robot(cfg: ServeConfig):
         robot = ArmRobot(
             tasks, cfg.action_mode, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size
         )
+    elif cfg.robot == "ogbench":
+        from tether.launch import UsageError
+        from tether.robot.drivers.ogbench import OGBenchRobot
+        from tether.sim.ogbench import OGBenchNotInstalledError, UnknownEnvError
+
+        try:
+            robot = OGBenchRobot(cfg.env, cfg.cameras, cfg.image_size, cfg.max_episode_steps)
+        except (UnknownEnvError, OGBenchNotInstalledError) as e:
+            raise UsageError(str(e)) from e
     else:
         robot = MetaWorldRobot(cfg.tasks, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size)
     if cfg.latency_ticks or cfg.action_noise or cfg.obs_noise:

@@ -43,5 +43,6 @@ class ImageEncoder(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float() / 255.0 - 0.5
+        # contiguous: torch.export otherwise specializes the batch size of a permuted uint8 input
+        x = image.permute(0, 3, 1, 2).contiguous().float() / 255.0 - 0.5
         return self.head(self.conv(x))

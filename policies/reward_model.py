@@ -238,7 +238,8 @@ def _target(label: np.ndarray) -> np.ndarray:
 def member_rewards(model: BradleyTerryEnsemble, inputs: np.ndarray, batch: int = 512) -> np.ndarray:
     """Every member's reward of ``inputs`` [N, ...]: float32 [K, N]."""
     model.eval()
-    out = [model(torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch]))) for i in range(0, len(inputs), batch)]
+    # np.array copies: memory-mapped frames are read-only, which torch tensors cannot wrap safely
+    out = [model(torch.from_numpy(np.array(inputs[i:i + batch]))) for i in range(0, len(inputs), batch)]
     return torch.cat(out, 1).numpy() if out else np.zeros((len(model.members), 0), np.float32)
 
 

@@ -1,0 +1,126 @@
+"""``tether reward-model`` and ``tether train --algo iql|bc`` end to end: labels -> reward model ->
+relabelled dataset -> IQL -> policy.onnx -> ``tether eval`` on a point-mass robot server."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tether.launch.cli import main
+from tether.robot.dataset import Dataset, DatasetWriter
+from tether.robot.drivers.pointmass import TASK, pointmass_spec
+from tether.robot.spec import Feature, RobotSpec
+
+
+@pytest.fixture(autouse=True)
+def one_thread(tmp_path, monkeypatch):
+    monkeypatch.setenv("TETHER_CACHE_DIR", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: one torch thread is several times faster
+    yield
+    torch.set_num_threads(threads)
+
+
+def reach_dataset(root, episodes=12, length=30, seed=0, camera=False):
+    """Point-mass episodes at the fixture server's 200 Hz, steering noisily toward the origin;
+    reward -|position|. With ``camera``, a 32x32 frame whose brightness follows the reward."""
+    spec = pointmass_spec(200.0)
+    if camera:
+        spec = RobotSpec(spec.robot_type, spec.control_rate_hz,
+                         {**spec.observation, "observation.images.front": Feature("uint8", (32, 32, 3), unit="pixel")},
+                         spec.action, tasks=spec.tasks)
+    writer = DatasetWriter(root, spec, fps=200.0)
+    rng = np.random.default_rng(seed)
+    for _ in range(episodes):
+        pos, states, actions = rng.uniform(-0.5, 0.5, 2), [], []
+        for _ in range(length):
+            states.append(np.concatenate([pos, np.zeros(2)]))
+            a = np.clip(-2 * pos + rng.normal(0, 0.5, 2), -1, 1)
+            pos = pos + a / 200.0
+            actions.append(a)
+        states = np.array(states, np.float32)
+        frames = {"observation.state": states, "action": np.array(actions, np.float32),
+                  "next.reward": -np.linalg.norm(states[:, :2], axis=1).astype(np.float32)}
+        if camera:
+            level = (255 * (1 - np.linalg.norm(states[:, :2], axis=1))).clip(0, 255).astype(np.uint8)
+            frames["observation.images.front"] = np.broadcast_to(level[:, None, None, None], (length, 32, 32, 3)).copy()
+        writer.add_episode(frames, TASK)
+    return root
+
+
+def oracle_labels(root, pairs=200, seed=1):
+    """Labels as tether label --labeller oracle writes them: by next.reward at each frame."""
+    ds = Dataset(root)
+    truth = [ds.episode(i, ["next.reward"])["next.reward"] for i in range(len(ds))]
+    rng = np.random.default_rng(seed)
+    ea, eb = rng.integers(0, len(ds), pairs), rng.integers(0, len(ds), pairs)
+    fa, fb = rng.integers(0, 30, pairs), rng.integers(0, 30, pairs)
+    label = np.where(np.array([truth[b][j] > truth[a][i] for a, i, b, j in zip(ea, fa, eb, fb)]), 1, 0)
+    (root / "labels").mkdir(exist_ok=True)
+    pq.write_table(pa.table({"episode_first": ea, "frame_first": fa, "episode_second": eb, "frame_second": fb,
+                             "label": pa.array(label, pa.int8()), "labeller": ["oracle"] * pairs,
+                             "model": ["next.reward"] * pairs, "task": [TASK] * pairs}),
+                   root / "labels" / "oracle.parquet")
+
+
+def fails(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*map(str, args)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tether: error: ") and "\n" not in err
+    return err
+
+
+def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, pointmass_server):
+    root = reach_dataset(tmp_path / "ds")
+    oracle_labels(root)
+    main(["reward-model", str(root), "--labels", "oracle", "--relabel", "--out", str(tmp_path / "rm"),
+          "--steps", "150", "--hidden", "32", "32", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["column"] == "reward.oracle" and report["val_pairs"] == 40
+    assert report["val_accuracy"] > 0.8 and report["spearman"]["rho"] > 0.8
+    assert (tmp_path / "rm" / "report.png").exists()
+    assert "reward.oracle" in Dataset(root).features
+
+    out = tmp_path / "iql"
+    main(["train", str(root), "--algo", "iql", "--reward", "reward.oracle", "--out", str(out),
+          "--iql.hidden", "32", "32", "--iql.terminal", "none", "--optim.steps", "60",
+          "--optim.batch-size", "64", "--optim.warmup-steps", "5"])
+    printed = capsys.readouterr().out
+    assert "iql on 348 transitions (reward reward.oracle)" in printed  # 12 x (30 - 1)
+    for name in ("policy.pt", "policy.onnx", "learning_curve.png", "report.json", "config.json"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "config.json").read_text())["iql"]["reward"] == "reward.oracle"
+
+    main(["eval", str(out / "policy.onnx"), "--robot", pointmass_server.address, "--episodes", "1",
+          "--out", str(tmp_path / "eval"), "--videos-per-task", "0"])
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert result["tasks"][TASK]["episodes"] == 1 and result["latency_ms"]["p50"] > 0
+
+
+def test_bc_and_image_iql_write_onnx(tmp_path, capsys):
+    root = reach_dataset(tmp_path / "ds", episodes=4, length=20, camera=True)
+    main(["train", str(root), "--algo", "bc", "--out", str(tmp_path / "bc"), "--iql.hidden", "16",
+          "--optim.steps", "20", "--optim.batch-size", "32"])
+    assert "bc on" in capsys.readouterr().out
+    main(["train", str(root), "--algo", "iql", "--out", str(tmp_path / "img"), "--iql.hidden", "16",
+          "--iql.encoder", "image", "--iql.channels", "8", "8", "--iql.terminal", "none",
+          "--optim.steps", "20", "--optim.batch-size", "16"])
+    report = json.loads((tmp_path / "img" / "report.json").read_text())
+    assert report["camera"] == "observation.images.front" and report["parity"] <= 1e-5
+
+
+def test_bad_reward_column_labels_and_flags_are_one_line_errors(tmp_path, capsys):
+    root = reach_dataset(tmp_path / "ds", episodes=2, length=10)
+    err = fails(capsys, "train", root, "--algo", "iql", "--reward", "reward.vlm", "--out", tmp_path / "x")
+    assert "has no reward column 'reward.vlm'; it has ['next.reward']" in err
+    err = fails(capsys, "train", root, "--reward", "next.reward", "--out", tmp_path / "x")
+    assert "--reward is for --algo iql" in err
+    err = fails(capsys, "reward-model", root, "--labels", "vlm", "--out", tmp_path / "x")
+    assert "no label set 'vlm'" in err and "there are: none" in err

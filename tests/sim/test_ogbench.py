@@ -125,7 +125,7 @@ def test_collect_cube_single_writes_a_readable_dataset_with_video(tmp_path):
     root = tmp_path / "play"
     proc = subprocess.run(
         [sys.executable, "-m", "tether.launch.cli", "collect", str(root), "--env", "ogbench:cube-single",
-         "--episodes", "2", "--episode-steps", "100", "--image-size", "32"],
+         "--episodes", "2", "--episode-steps", "100", "--image-size", "32", "--rate-hz", "20"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

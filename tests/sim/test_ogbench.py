@@ -177,3 +177,18 @@ def test_evaluate_runs_a_policy_on_the_goals_and_writes_videos(tmp_path):
     frames = read_mp4(videos[0])
     assert frames.shape == (9, 48, 96, 3)  # the first frame, 8 steps; observation | goal
     assert result.to_dict()["per_task"]["task3"] == 0.0
+
+
+def test_scene_health_check_follows_ogbench():
+    qpos_names = og.sim_layout("scene")[0]
+    x, y, z = (qpos_names.index(f"object_joint_0/{a}") for a in "xyz")
+    qpos = np.zeros(len(qpos_names), np.float32)
+    qpos[[x, y, z]] = (0.4, 0.0, 0.02)
+    assert og.scene_healthy("scene", qpos)
+    qpos[y] = 0.3  # too far right: out of view
+    assert not og.scene_healthy("scene", qpos)
+    qpos[[y, z]] = (-0.35, 0.066)  # in the drawer
+    assert og.scene_healthy("scene", qpos)
+    qpos[z] = 0.02  # left of the table, not in the drawer
+    assert not og.scene_healthy("scene", qpos)
+    assert og.scene_healthy("cube-single", qpos)

@@ -396,7 +396,13 @@ def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
                     on_episode(task, r["success"], total)
         rate = client.spec.control_rate_hz
     links = link.to_dict(rate)
+    held, ticks = sum(e["held_ticks"] for e in episodes), sum(e["length"] for e in episodes)
+    warnings = [] if not held else [
+        f"the server held the robot on {held} of {ticks} ticks for want of a command in time: the "
+        "policy or the link did not keep up with the control rate (a loaded machine?), so these "
+        "episodes differ from lock-stepped ones (--sim) with the same seeds"]
     extra = {
+        "warnings": warnings,
         "robot": address,
         "onnx": str(onnx_path),
         "checkpoint": None if checkpoint is None else str(checkpoint),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tether.launch import UsageError
 from tether.robot.drivers.metaworld import MetaWorldRobot
 from tether.robot.drivers.perturbed import PerturbedRobot
 from tether.robot.drivers.pointmass import PointMassRobot
@@ -58,6 +59,8 @@ class ServeConfig:
     """Folder of the public keys (.key) of clients allowed to connect (with --server-key)."""
     insecure: bool = False
     """Allow a non-loopback address without keys."""
+    lockstep: bool = False
+    """Simulators: tick as soon as the controller answers (faster than real time, no lost ticks)."""
 
 
 def make_robot(cfg: ServeConfig):
@@ -99,12 +102,15 @@ def make_robot(cfg: ServeConfig):
 def main(cfg: ServeConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s serve %(levelname)s %(message)s")
     keys = None
+    if cfg.lockstep and cfg.robot == "dynamixel":
+        raise UsageError("--lockstep is for simulators: hardware runs in real time")
     if cfg.server_key is not None:
         if cfg.allowed_clients is None:
-            raise ValueError("--server-key needs --allowed-clients (a folder of client .key files)")
+            raise UsageError("--server-key needs --allowed-clients (a folder of client .key files)")
         keys = ServerKeys(cfg.server_key, cfg.allowed_clients)
     server = RobotServer(
-        make_robot(cfg), cfg.address, rate_hz=cfg.rate_hz, keys=keys, insecure=cfg.insecure
+        make_robot(cfg), cfg.address, rate_hz=cfg.rate_hz, keys=keys, insecure=cfg.insecure,
+        lockstep=cfg.lockstep,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -73,6 +73,11 @@ class RobotServer:
         keys: Curve key pair and client allow-list; without them the link is unauthenticated.
         insecure: allow binding a non-loopback address without keys.
         chunk_blend, chunk_interpolate: how action chunks are executed (``tether.robot.chunks``).
+        lockstep: simulators only: during an episode, tick as soon as a command answering the
+            last state arrives (or after one period without one, holding as in real time), so
+            a simulation runs as fast as its client and no tick is lost to a slow one (data
+            collection, evaluation that must equal a direct simulation). Action chunks still run
+            on the wall clock; use real-time mode for them.
 
     Raises (from ``run``):
         InsecureBindError: a non-loopback address without keys and without ``insecure``.
@@ -90,6 +95,7 @@ class RobotServer:
         insecure: bool = False,
         chunk_blend: Literal["latest", "ensemble"] = "latest",
         chunk_interpolate: bool = True,
+        lockstep: bool = False,
     ):
         if keys is None and not insecure and not is_loopback(address):
             raise InsecureBindError(
@@ -102,6 +108,7 @@ class RobotServer:
         self.address = address
         self.period = 1.0 / (rate_hz or self.spec.control_rate_hz)
         self.max_command_lag = max_command_lag
+        self.lockstep = lockstep
         self.watchdog_s = watchdog_s
         self.max_message_bytes = max_message_bytes
         self.stats = ServerStats()
@@ -253,10 +260,20 @@ class RobotServer:
         self._chunk_command = self._received(checked[0], msg["ref_seq"])
         self._chunks.add(chunk)
 
+    def _ready_early(self) -> bool:
+        """Lockstep: the next tick may come now (the last state is answered, or a reset/e-stop
+        waits)."""
+        if self._reset_request is not None or self._estop_pending:
+            return True
+        return not self._done and self._command is not None and self._command.ref_seq == self._seq
+
     def _poll_until(self, deadline: float) -> None:
         """Handle incoming messages until ``deadline`` (perf_counter s); never past it, however
-        many are queued (a flood waits for the next gap rather than delaying the tick)."""
+        many are queued (a flood waits for the next gap rather than delaying the tick). In
+        lockstep mode it returns as soon as the next tick may come."""
         while (remaining := deadline - time.perf_counter()) > 0:
+            if self.lockstep and self._ready_early():
+                return
             # poll() has millisecond resolution: sleep the last fraction of a millisecond.
             if remaining < 0.001:
                 time.sleep(remaining)
@@ -272,6 +289,8 @@ class RobotServer:
                     self.stats.rejected["malformed"] += 1
                     continue
                 self._handle(parts[0], parts[1])
+                if self.lockstep and self._ready_early():
+                    return
 
     # ------------------------------------------------------------------------------ robot side
     def _reset(self) -> None:
@@ -400,6 +419,9 @@ class RobotServer:
                 last = now
                 self.stats.ticks += 1
                 deadline += self.period
+                if self.lockstep:  # the next tick is due one period after this one at the latest
+                    deadline = time.perf_counter() + self.period
+                    continue
                 lag = time.perf_counter() - deadline
                 if lag > 0:  # this tick overran the next deadline
                     self.stats.overruns += 1

@@ -124,3 +124,20 @@ def test_oversized_messages_are_counted_and_huge_ones_cut_off(serve):
             ticks = server.stats.ticks
     assert server.stats.commands_applied == 0
     assert state["step"] >= 50 and ticks >= 50  # the loop kept its rate throughout
+
+
+def test_lockstep_ticks_as_soon_as_the_controller_answers_and_holds_without_it(serve):
+    with serve(PointMassRobot(rate_hz=10.0, max_episode_steps=1000), lockstep=True) as server:
+        with RobotClient(server.address) as client:
+            state = client.reset()
+            t0 = time.monotonic()
+            for _ in range(100):  # 10 s of robot time at 10 Hz
+                client.send_action(np.array([0.5, 0.0], np.float32), state["seq"])
+                state = client.next_state()
+                assert state["timing"]["command_latency_s"] is not None  # never a hold
+            assert time.monotonic() - t0 < 5.0 and state["step"] == 100
+            t0 = time.monotonic()
+            for _ in range(3):  # silent client: real-time ticks, holding
+                state = client.next_state()
+                assert state["timing"]["command_latency_s"] is None
+            assert time.monotonic() - t0 > 0.2

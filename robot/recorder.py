@@ -274,13 +274,16 @@ class Recorder:
             }}
         self._apply(self.assembler.handle(state))
 
-    def _local_time(self, state: dict) -> float:
+    def _local_time(self, state: dict, count: bool = True) -> float:
         """The tick's time on this machine's monotonic clock. The server stamps states with its
         own clock; the smallest (arrival - stamp) seen is the clock offset plus the least
         transport delay, so it maps server time to local time on any machine, and, unlike the
-        arrival time, it does not move when this thread falls behind."""
+        arrival time, it does not move when this thread falls behind. ``count``: also count late
+        ticks (once per state)."""
         self._clock_offset = min(self._clock_offset, state["received"] - state["t"])
         t = state["t"] + self._clock_offset
+        if not count:
+            return t
         period = 1.0 / self.writer.fps
         last = self._last_tick
         if last is not None and last[0] == state["episode"] and state["t"] - last[1] > 1.5 * period:
@@ -333,7 +336,7 @@ class Recorder:
             self._apply(action())
             return
         done = threading.Event()
-        self._requests.put((action, done))
+        self._requests.put((action, done, time.monotonic()))
         if not done.wait(timeout_s):
             raise TimeoutError("the recorder did not answer (is it stuck writing?)")
         self.check()
@@ -363,14 +366,22 @@ class Recorder:
     def _serve_requests(self) -> None:
         while True:
             try:
-                action, done = self._requests.get_nowait()
+                action, done, requested_at = self._requests.get_nowait()
             except queue.Empty:
                 return
-            # states already delivered belong to the episode the operator ends: take them first
-            while self._client.pending():
-                self.handle(self._client.next_state(timeout_s=0.0))
+            # Ticks from before the operator's key press belong to the episode being ended, even
+            # if this thread has not read them yet; the first later one comes after the action.
+            later = None
+            while later is None and self._client.pending():
+                state = self._client.next_state(timeout_s=0.0)
+                if self._local_time(state, count=False) > requested_at:
+                    later = state
+                else:
+                    self.handle(state)
             if self.error is None:
                 self._apply(action())
+                if later is not None:
+                    self.handle(later)
             done.set()
 
     def start(self) -> Recorder:

@@ -123,7 +123,7 @@ def bench_loop(cmd: LoopBench) -> dict:
                 if cmd.policy == "mlp":
                     return graph(x, goal)[0].numpy()
                 window = x.expand(1, model.cfg.window, 4)
-                return graph(window, goal, torch.randn(1, model.cfg.window, 2))[0].numpy()
+                return graph(window, goal, torch.randn(1, model.cfg.window, 2))[0][0].numpy()
 
         zero = np.zeros(2, np.float32)
         address = processes.free_tcp_address()

@@ -10,8 +10,11 @@ the Design Space of Diffusion-Based Generative Models" (EDM), NeurIPS 2022):
 * Training noise levels from a log-logistic density (loc ln 0.5, scale 0.5) clipped to
   [sigma_min, sigma_max] = [0.005, 1]; the EDM loss weighting, written as the equivalent
   regression of F onto (x0 - c_skip x) / c_out.
-* DDIM sampling (the first-order DPM-solver form used by BESO's code) on an exponential sigma
-  schedule; 3 steps by default.
+* Samplers from BESO's code base (after Karras et al. and k-diffusion): DDIM (the first-order
+  DPM-solver form) and Euler-ancestral, on an exponential or a linear sigma schedule; 3 steps by
+  default.
+* Action chunks: with an action horizon H > 1 the policy denoises the T window actions and the
+  H - 1 actions after them, and a robot executes actions t .. t + H - 1 (see the transformer).
 * Classifier-free guidance: the goal is dropped (zeroed) with p = 0.1 per sample in training, and
   D = D_u + w (D_c - D_u) at sampling (w = 1: conditional; w = 0: goal-free play policy).
 
@@ -52,6 +55,36 @@ def exponential_schedule(num_steps: int, sigma_min: float, sigma_max: float) -> 
     return [sigma_max * math.exp(ratio * i) for i in range(num_steps)] + [0.0]
 
 
+def linear_schedule(num_steps: int, sigma_min: float, sigma_max: float) -> list[float]:
+    """``num_steps`` noise levels evenly spaced from sigma_max down to sigma_min, then 0."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if num_steps == 1:
+        return [sigma_max, 0.0]
+    step = (sigma_max - sigma_min) / (num_steps - 1)
+    return [sigma_max - step * i for i in range(num_steps)] + [0.0]
+
+
+SCHEDULES = {"exponential": exponential_schedule, "linear": linear_schedule}
+
+
+def sigma_schedule(cfg: BesoConfig) -> list[float]:
+    """The sampler's noise levels for ``cfg`` (``cfg.num_steps`` levels, then 0).
+
+    Raises:
+        ValueError: an unknown schedule or fewer than 1 step.
+    """
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose from {sorted(SCHEDULES)}")
+    return SCHEDULES[cfg.schedule](cfg.num_steps, cfg.sigma_min, cfg.sigma_max)
+
+
+def noise_draws(cfg: BesoConfig) -> int:
+    """How many [L, A] noise tensors one sample needs: the initial one, plus one per step for
+    Euler-ancestral (its fresh noise is an input too, so a sample stays reproducible)."""
+    return 1 + (cfg.num_steps if cfg.sampler == "euler_ancestral" else 0)
+
+
 class Beso(nn.Module):
     """BESO denoiser, loss and sampler.
 
@@ -62,17 +95,22 @@ class Beso(nn.Module):
 
     def __init__(self, cfg: BesoConfig, obs_dim: int, action_dim: int, goal_dim: int):
         super().__init__()
+        if cfg.sampler not in ("ddim", "euler_ancestral"):
+            raise ValueError(f"unknown sampler {cfg.sampler!r}; choose ddim or euler_ancestral")
+        sigma_schedule(cfg)  # fails now, not at the first sample, on a bad schedule
         self.cfg = cfg
         self.action_dim = action_dim
+        self.length = cfg.window + cfg.action_horizon - 1
         self.net = CausalTransformerDenoiser(
             obs_dim, action_dim, goal_dim, cfg.window, cfg.d_model, cfg.n_layers, cfg.n_heads,
-            cfg.dropout,
+            cfg.dropout, cfg.action_horizon,
         )
 
     def denoise(
         self, x: torch.Tensor, sigma: torch.Tensor, obs: torch.Tensor, goal: torch.Tensor
     ) -> torch.Tensor:
-        """D(x; sigma): x [B,T,A] noisy actions, sigma [B], obs [B,T,S], goal [B,G] -> [B,T,A]."""
+        """D(x; sigma): x [B,L,A] noisy actions (L = T + H - 1), sigma [B], obs [B,T,S], goal [B,G]
+        -> [B,L,A]."""
         c_skip, c_out, c_in, c_noise = (
             c.view(-1, 1, 1) for c in edm_coefficients(sigma, self.cfg.sigma_data)
         )
@@ -85,8 +123,11 @@ class Beso(nn.Module):
         actions: torch.Tensor,
         goal: torch.Tensor,
         generator: torch.Generator | None = None,
+        action_pad: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """EDM denoising loss for a batch: obs [B,T,S], actions [B,T,A] (normalized), goal [B,G]."""
+        """EDM denoising loss for a batch: obs [B,T,S], actions [B,L,A] (normalized), goal [B,G];
+        ``action_pad`` [B,L] marks actions past the episode's end (repeats of its last action),
+        left out of the loss as LeRobot's ``*_is_pad`` masks are."""
         b = actions.shape[0]
         sigma = sample_log_logistic(b, self.cfg, generator).to(actions)
         keep = (torch.rand(b, 1, generator=generator) >= self.cfg.goal_drop_prob).to(goal)
@@ -97,7 +138,7 @@ class Beso(nn.Module):
         )
         pred = self.net(c_in * x, c_noise.view(-1, 1), obs, goal * keep)
         target = (actions - c_skip * x) / c_out
-        return ((pred - target) ** 2).mean()
+        return masked_mse(pred, target, action_pad)
 
     def guided_denoise(
         self, x: torch.Tensor, sigma: torch.Tensor, obs: torch.Tensor, goal: torch.Tensor
@@ -117,15 +158,38 @@ class Beso(nn.Module):
         return d_u + w * (d_c - d_u)
 
     def sample(self, obs: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """DDIM sampling: obs [B,T,S], goal [B,G], noise [B,T,A] ~ N(0, I) -> actions [B,T,A].
+        """Sample actions: obs [B,T,S], goal [B,G], noise [B, K*L, A] ~ N(0, I) -> actions [B,L,A],
+        with L = T + H - 1 and K = ``noise_draws(cfg)`` (1 for DDIM).
 
         The loop is unrolled over a fixed schedule, so the whole sampler exports to ONNX.
         """
-        sigmas = exponential_schedule(self.cfg.num_steps, self.cfg.sigma_min, self.cfg.sigma_max)
-        x = noise * sigmas[0]
+        sigmas = sigma_schedule(self.cfg)
+        expected = noise_draws(self.cfg) * self.length
+        if noise.shape[1] != expected:
+            raise ValueError(f"noise has {noise.shape[1]} steps; this sampler needs {expected}")
+        draws = noise.split(self.length, dim=1)
+        x = draws[0] * sigmas[0]
         ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-        for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+        for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
             denoised = self.guided_denoise(x, ones * sigma, obs, goal)
-            # DDIM / DPM-solver-1 in t = -ln(sigma): x' = (s'/s) x - expm1(-h) D, h = ln(s/s').
-            x = denoised if sigma_next == 0 else (sigma_next / sigma) * x + (1 - sigma_next / sigma) * denoised
+            if sigma_next == 0:
+                x = denoised
+            elif self.cfg.sampler == "ddim":
+                # DPM-solver-1 in t = -ln(sigma): x' = (s'/s) x - expm1(-h) D, h = ln(s/s').
+                x = (sigma_next / sigma) * x + (1 - sigma_next / sigma) * denoised
+            else:
+                # Euler-ancestral (k-diffusion's sample_euler_ancestral, eta = 1): an Euler step
+                # down to sigma_down, then fresh noise of std sigma_up back up to sigma_next.
+                sigma_up = min(sigma_next, (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
+                sigma_down = (sigma_next**2 - sigma_up**2) ** 0.5
+                x = x + (x - denoised) / sigma * (sigma_down - sigma) + draws[i + 1] * sigma_up
         return x
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over [B,L,A], leaving out positions where ``pad`` [B,L] is True."""
+    err = (pred - target) ** 2
+    if pad is None:
+        return err.mean()
+    keep = (~pad).to(err).unsqueeze(-1)
+    return (err * keep).sum() / (keep.sum() * err.shape[-1]).clamp(min=1)

@@ -4,8 +4,12 @@ The exported graph holds the whole policy: input normalization, the network (for
 denoising step of the sampler, and classifier-free guidance when w != 1), action un-normalization
 and clipping to the robot's limits. Noise is an input, so a run is reproducible and torch/ONNX parity is testable.
 Metadata (ONNX ``metadata_props``): ``tether.spec`` (the robot spec the policy was trained for)
-and ``tether.policy`` (kind, window, sampler steps, guidance weight, goal encoding, normalization
-statistics, parameter count), both JSON.
+and ``tether.policy`` (kind, window, action horizon, noise length, sampler, steps, guidance weight,
+goal encoding, normalization statistics, parameter count), both JSON.
+
+Outputs: ``action`` [B,A], the action to apply now; sequence policies (BESO, GCBC) also give
+``actions`` [B,H,A], the action chunk from now on (H = the action horizon), for
+``RobotClient.send_chunk`` and temporal ensembling.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tether.policies.beso import Beso
+from tether.policies.beso import Beso, noise_draws
 from tether.policies.data import Normalizer
-from tether.policies.mlp import MlpPolicy
+from tether.policies.gcbc import Gcbc
 from tether.robot.spec import RobotSpec
 
 OPSET = 18
@@ -49,10 +53,22 @@ class _Graph(nn.Module):
 
 
 class BesoGraph(_Graph):
-    """Raw observation window [B,T,S], goal [B,G], noise [B,T,A] -> action [B,A] in robot units."""
+    """Raw observation window [B,T,S], goal [B,G], noise [B,K*L,A] -> (action [B,A],
+    actions [B,H,A]) in robot units (L = T + H - 1; K = 1 for DDIM, steps + 1 for Euler-ancestral)."""
 
-    def forward(self, obs: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self._out(self.model.sample((obs - self.obs_mean) / self.obs_std, goal, noise)[:, -1])
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor):
+        seq = self.model.sample((obs - self.obs_mean) / self.obs_std, goal, noise)
+        chunk = self._out(seq[:, obs.shape[1] - 1 :])
+        return chunk[:, 0], chunk
+
+
+class GcbcGraph(_Graph):
+    """Raw observation window [B,T,S], goal [B,G] -> (action [B,A], actions [B,H,A])."""
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor):
+        seq = self.model((obs - self.obs_mean) / self.obs_std, goal)
+        chunk = self._out(seq[:, obs.shape[1] - 1 :])
+        return chunk[:, 0], chunk
 
 
 class MlpGraph(_Graph):
@@ -73,58 +89,75 @@ class ImageMlpGraph(_Graph):
         return self._out(self.model((obs - self.obs_mean) / self.obs_std, goal, image))
 
 
+SEQUENCE_POLICIES = (Beso, Gcbc)
+
+
 def _graph_class(model: nn.Module) -> type[_Graph]:
     if isinstance(model, Beso):
         return BesoGraph
+    if isinstance(model, Gcbc):
+        return GcbcGraph
     return ImageMlpGraph if getattr(model, "image_keys", ()) else MlpGraph
 
 
 def policy_metadata(model: nn.Module, normalizer: Normalizer, tasks: list[str]) -> dict:
     """The ``tether.policy`` metadata dict of an exported policy."""
+    kinds = {Beso: "beso", Gcbc: "gcbc"}
     meta = {
         # MlpPolicy is "mlp"; IQL and BC actors say which learner made them
-        "kind": "beso" if isinstance(model, Beso) else getattr(model, "kind", "mlp"),
-        "window": model.cfg.window if isinstance(model, Beso) else model.window,
+        "kind": kinds.get(type(model)) or getattr(model, "kind", "mlp"),
+        "window": model.cfg.window if isinstance(model, SEQUENCE_POLICIES) else model.window,
         "goal": {"kind": "task_one_hot", "tasks": list(tasks)},
         "normalization": normalizer.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if getattr(model, "image_keys", ()):
         meta["images"] = list(model.image_keys)
+    if isinstance(model, SEQUENCE_POLICIES):
+        meta["action_horizon"] = model.cfg.action_horizon
     if isinstance(model, Beso):
         meta.update(
-            num_steps=model.cfg.num_steps, sampler="ddim", schedule="exponential",
+            num_steps=model.cfg.num_steps, sampler=model.cfg.sampler, schedule=model.cfg.schedule,
             guidance_weight=model.cfg.guidance_weight,
+            noise_length=noise_draws(model.cfg) * model.length,
         )
     return meta
 
 
+def _example_inputs(model: nn.Module, normalizer: Normalizer, spec: RobotSpec, goal_dim: int):
+    """(names, zero tensors) of the graph's inputs, batch 1."""
+    window = model.cfg.window if isinstance(model, SEQUENCE_POLICIES) else model.window
+    s, a = normalizer.obs_mean.shape[0], spec.action.shape[0]
+    example = [torch.zeros(1, window, s), torch.zeros(1, goal_dim)]
+    names = ["obs", "goal"]
+    if isinstance(model, Beso):
+        example.append(torch.zeros(1, noise_draws(model.cfg) * model.length, a))
+        names.append("noise")
+    for key in getattr(model, "image_keys", ()):
+        example.append(torch.zeros(1, *spec.observation[key].shape, dtype=torch.uint8))
+        names.append(key)
+    return names, example
+
+
 def export_policy(
-    model: Beso | MlpPolicy, normalizer: Normalizer, spec: RobotSpec, tasks: list[str], path: Path
+    model: nn.Module, normalizer: Normalizer, spec: RobotSpec, tasks: list[str], path: Path
 ) -> Path:
-    """Export ``model`` (for BESO, the EMA weights) to ``path`` with tether metadata.
+    """Export ``model`` (BESO, GCBC, MLP, IQL/BC actors; pass EMA weights) to ``path`` with tether
+    metadata.
 
     Inputs: ``obs`` [B,T,S] raw observation window and ``goal`` [B,G]; BESO adds ``noise``
-    [B,T,A]; a policy with ``image_keys`` adds its camera frame uint8 [B,H,W,3], the input named
-    by the feature key. Output: ``action`` [B,A] in robot units. ``spec`` is the robot spec of the training
-    data; only the features the policy reads are kept. Returns ``path``.
+    [B,K*L,A] (see ``BesoGraph``); a policy with ``image_keys`` adds its camera frame uint8
+    [B,H,W,3], the input named by the feature key. Outputs: ``action`` [B,A] in robot units, and
+    for BESO/GCBC ``actions`` [B,H,A]. ``spec`` is the robot spec of the training data; only the
+    features the policy reads are kept. Returns ``path``.
     """
     import onnx
 
     model = model.eval()
-    beso = isinstance(model, Beso)
     graph = _graph_class(model)(model, normalizer, spec).eval()
-    window = model.cfg.window if beso else model.window
-    s, a = normalizer.obs_mean.shape[0], spec.action.shape[0]
-    example = [torch.zeros(1, window, s), torch.zeros(1, len(tasks))]
-    names = ["obs", "goal"]
-    if beso:
-        example.append(torch.zeros(1, window, a))
-        names.append("noise")
+    names, example = _example_inputs(model, normalizer, spec, len(tasks))
+    outputs = ["action", "actions"] if isinstance(model, SEQUENCE_POLICIES) else ["action"]
     images = tuple(getattr(model, "image_keys", ()))
-    for key in images:
-        example.append(torch.zeros(1, *spec.observation[key].shape, dtype=torch.uint8))
-        names.append(key)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -138,7 +171,7 @@ def export_policy(
             graph,
             tuple(example),
             input_names=names,
-            output_names=["action"],
+            output_names=outputs,
             dynamic_shapes=tuple({0: batch} for _ in names),  # positional: names may be feature keys
             opset_version=OPSET,
             dynamo=True,
@@ -172,7 +205,7 @@ export_beso = export_policy
 
 
 def parity(
-    model: Beso | MlpPolicy,
+    model: nn.Module,
     normalizer: Normalizer,
     spec: RobotSpec,
     onnx_path: Path,
@@ -180,26 +213,29 @@ def parity(
     n: int = 32,
     seed: int = 0,
 ) -> float:
-    """Max absolute difference between the torch graph and the ONNX model on ``n`` random
-    inputs (observations drawn around the normalization statistics, ``tasks`` one-hot goals,
-    and for BESO the same noise in both)."""
+    """Max absolute difference between the torch graph and the ONNX model, over every output, on
+    ``n`` random inputs (observations drawn around the normalization statistics, ``tasks``
+    one-hot goals, random camera frames, and for BESO the same noise in both)."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
-    beso = isinstance(model, Beso)
-    t = model.cfg.window if beso else model.window
-    obs = normalizer.obs_mean + normalizer.obs_std * rng.standard_normal((n, t, len(normalizer.obs_mean)))
-    feed = {
-        "obs": obs.astype(np.float32),
-        "goal": np.eye(tasks, dtype=np.float32)[rng.integers(0, tasks, n)],
-    }
-    if beso:
-        feed["noise"] = rng.standard_normal((n, t, spec.action.shape[0])).astype(np.float32)
-    for key in getattr(model, "image_keys", ()):
-        feed[key] = rng.integers(0, 256, (n, *spec.observation[key].shape), dtype=np.uint8)
+    names, example = _example_inputs(model, normalizer, spec, tasks)
+    feed = {}
+    for name, zero in zip(names, example):
+        shape = (n, *zero.shape[1:])
+        if name == "obs":
+            value = normalizer.obs_mean + normalizer.obs_std * rng.standard_normal(shape)
+        elif name == "goal":
+            value = np.eye(tasks)[rng.integers(0, tasks, n)]
+        elif zero.dtype == torch.uint8:
+            value = rng.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            value = rng.standard_normal(shape)
+        feed[name] = value if value.dtype == np.uint8 else value.astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (onnx_out,) = session.run(["action"], feed)
+    onnx_out = session.run(None, feed)
     graph = _graph_class(model)(model, normalizer, spec).eval()
     with torch.no_grad():
-        torch_out = graph(*(torch.from_numpy(v) for v in feed.values())).numpy()
-    return float(np.abs(onnx_out - torch_out).max())
+        torch_out = graph(*(torch.from_numpy(v) for v in feed.values()))
+    torch_out = torch_out if isinstance(torch_out, tuple) else (torch_out,)
+    return max(float(np.abs(o - t.numpy()).max()) for o, t in zip(onnx_out, torch_out))

@@ -1,9 +1,11 @@
-"""Causal transformer denoiser over ``[sigma, goal, (observation, action) x T]`` (BESO).
+"""Causal transformer denoiser over ``[sigma, goal, (observation, action) x T, action x (H-1)]`` (BESO).
 
 BESO (Reuss et al., RSS 2023, Sec. IV) denoises a window of T actions with a GPT-style
 transformer whose tokens are the noise level, the goal, and the interleaved observation and
 action tokens of the window; a causal mask lets the action at step t attend to the noise level,
-the goal, and the observations and actions up to t.
+the goal, and the observations and actions up to t. With an action horizon H > 1 the H - 1
+future actions (an action chunk, whose observations are not known yet) follow as action tokens
+alone, so the policy predicts actions t .. t + H - 1 from the observations up to t.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ class CausalTransformerDenoiser(nn.Module):
         goal_dim: goal vector size G (a task one-hot or a goal observation).
         window: T, the number of (observation, action) pairs.
         d_model, n_layers, n_heads, dropout: transformer size.
+        action_horizon: H, actions predicted from the last observation on (1: one action).
 
-    ``forward(x [B,T,A], c_noise [B,1], obs [B,T,S], goal [B,G]) -> [B,T,A]``.
+    ``forward(x [B,L,A], c_noise [B,1], obs [B,T,S], goal [B,G]) -> [B,L,A]`` with L = T + H - 1.
     """
 
     def __init__(
@@ -66,16 +69,20 @@ class CausalTransformerDenoiser(nn.Module):
         n_layers: int = 4,
         n_heads: int = 4,
         dropout: float = 0.05,
+        action_horizon: int = 1,
     ):
         super().__init__()
+        if action_horizon < 1:
+            raise ValueError(f"action_horizon must be >= 1, got {action_horizon}")
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
         self.window = window
+        self.action_horizon = action_horizon
         self.sigma_emb = nn.Sequential(nn.Linear(1, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
         self.goal_emb = nn.Linear(goal_dim, d_model)
         self.obs_emb = nn.Linear(obs_dim, d_model)
         self.action_emb = nn.Linear(action_dim, d_model)
-        n_tokens = 2 + 2 * window
+        n_tokens = 2 + 2 * window + action_horizon - 1
         self.pos_emb = nn.Parameter(torch.zeros(1, n_tokens, d_model))
         nn.init.normal_(self.pos_emb, std=0.02)
         self.drop = nn.Dropout(dropout)
@@ -88,14 +95,17 @@ class CausalTransformerDenoiser(nn.Module):
     def forward(
         self, x: torch.Tensor, c_noise: torch.Tensor, obs: torch.Tensor, goal: torch.Tensor
     ) -> torch.Tensor:
-        b, t, _ = x.shape
-        obs_tok = self.obs_emb(obs)
+        b, t = obs.shape[:2]
         act_tok = self.action_emb(x)
-        pairs = torch.stack([obs_tok, act_tok], dim=2).reshape(b, 2 * t, -1)
+        pairs = torch.stack([self.obs_emb(obs), act_tok[:, :t]], dim=2).reshape(b, 2 * t, -1)
         tokens = torch.cat(
-            [self.sigma_emb(c_noise).unsqueeze(1), self.goal_emb(goal).unsqueeze(1), pairs], dim=1
+            [self.sigma_emb(c_noise).unsqueeze(1), self.goal_emb(goal).unsqueeze(1), pairs,
+             act_tok[:, t:]],
+            dim=1,
         )
         h = self.drop(tokens + self.pos_emb)
         for block in self.blocks:
             h = block(h, self.mask)
-        return self.head(self.ln_f(h[:, 3::2]))  # the action tokens
+        h = self.ln_f(h)
+        # the action tokens: every second one of the pairs, then the future ones
+        return self.head(torch.cat([h[:, 3 : 2 + 2 * t : 2], h[:, 2 + 2 * t :]], dim=1))

@@ -2,7 +2,8 @@
 
 It reads the policy's metadata (``tether.spec``, ``tether.policy``; see
 ``tether.policies.export``), keeps the observation history the policy needs, encodes the goal,
-draws the sampler noise from a seeded generator and returns one action per control tick.
+feeds camera frames to policies that read them, draws the sampler noise from a seeded generator,
+and returns one action per control tick (``act``) or the policy's action chunk (``act_chunk``).
 """
 
 from __future__ import annotations
@@ -50,8 +51,13 @@ class PolicyRunner:
         except (KeyError, ValueError, SpecError) as e:
             raise PolicyLoadError(f"{path} is not a tether policy: missing or bad metadata ({e})") from e
         self.action_dim = self.spec.action.shape[0]
+        self.action_horizon = int(self.meta.get("action_horizon", 1))
+        self._noise_length = int(self.meta.get("noise_length", self.window))
         self._obs_feature = self.spec.observation["observation.state"]
         self._inputs = {i.name for i in self.session.get_inputs()}
+        # graph inputs named by an observation feature (camera frames) take that observation
+        self._images = [k for k in self.spec.observation if k in self._inputs and k != "observation.state"]
+        self._outputs = [o.name for o in self.session.get_outputs()]
         self._rng = np.random.default_rng(seed)
         self._history: deque[np.ndarray] = deque(maxlen=self.window)
         self._goal = np.zeros((1, len(self.tasks)), dtype=np.float32)
@@ -68,19 +74,38 @@ class PolicyRunner:
         self._goal[0, self.tasks.index(task)] = 1
         self._history.clear()
 
-    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        """One action (float32, shape of the spec's action) for the current observation.
-
-        Raises:
-            SpecError: the observation's shape/dtype does not fit, or it holds NaN/inf.
-        """
+    def _run(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         state = self._obs_feature.validate("observation.state", observation["observation.state"])
         if not self._history:
             self._history.extend([state] * self.window)  # pad the window with the first frame
         else:
             self._history.append(state)
         feed = {"obs": np.stack(self._history)[None], "goal": self._goal}
-        if "noise" in self._inputs:  # diffusion policies: the sampler's initial noise
-            feed["noise"] = self._rng.standard_normal((1, self.window, self.action_dim), dtype=np.float32)
-        (action,) = self.session.run(["action"], feed)
-        return action[0]
+        if "noise" in self._inputs:  # diffusion policies: the sampler's noise
+            feed["noise"] = self._rng.standard_normal(
+                (1, self._noise_length, self.action_dim), dtype=np.float32
+            )
+        for key in self._images:
+            if key not in observation:
+                raise SpecError(f"the policy reads {key}, which the observation lacks")
+            feed[key] = self.spec.observation[key].validate(key, observation[key])[None]
+        return dict(zip(self._outputs, self.session.run(self._outputs, feed)))
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """One action (float32, shape of the spec's action) for the current observation.
+
+        Raises:
+            SpecError: an observation's shape/dtype does not fit, it holds NaN/inf, or a camera
+                the policy reads is missing.
+        """
+        return self._run(observation)["action"][0]
+
+    def act_chunk(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """The policy's action chunk [H, A] from now on (H = ``action_horizon``; [1, A] for
+        policies without chunks), for ``RobotClient.send_chunk``.
+
+        Raises:
+            SpecError: as ``act``.
+        """
+        out = self._run(observation)
+        return out["actions"][0] if "actions" in out else out["action"]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tether.policies.beso import (
-    Beso, edm_coefficients, exponential_schedule, sample_log_logistic,
+    Beso, edm_coefficients, exponential_schedule, linear_schedule, masked_mse, noise_draws,
+    sample_log_logistic,
 )
 from tether.policies.configs import BesoConfig
 
@@ -61,7 +62,7 @@ def test_ddim_converges_to_the_probability_flow_for_gaussian_data():
     noise = torch.randn(8, 1, 1, generator=torch.Generator().manual_seed(0))
     errors = []
     for steps in (25, 400):
-        cfg = BesoConfig(num_steps=steps, sigma_min=1e-4)
+        cfg = BesoConfig(window=1, num_steps=steps, sigma_min=1e-4)
         model = Beso(cfg, 1, 1, 1)
         sd = cfg.sigma_data
         model.guided_denoise = lambda x, sigma, obs, goal: (sd**2 / (sigma**2 + sd**2)).view(-1, 1, 1) * x
@@ -130,3 +131,60 @@ def test_loss_decreases_on_a_learnable_problem():
         loss.backward()
         opt.step()
     assert model.loss(obs, actions, goal, gen).item() < 0.5 * first
+
+
+def test_linear_schedule_and_bad_settings():
+    assert linear_schedule(3, 0.005, 1.0) == pytest.approx([1.0, 0.5025, 0.005, 0.0])
+    with pytest.raises(ValueError, match="schedule"):
+        Beso(BesoConfig(**{**SMALL.__dict__, "schedule": "cosine"}), 3, 2, 2)
+    with pytest.raises(ValueError, match="sampler"):
+        Beso(BesoConfig(**{**SMALL.__dict__, "sampler": "heun"}), 3, 2, 2)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral"])
+def test_samplers_with_an_exact_denoiser_return_the_data(sampler):
+    cfg = BesoConfig(**{**SMALL.__dict__, "sampler": sampler, "num_steps": 5})
+    model = Beso(cfg, obs_dim=3, action_dim=2, goal_dim=2)
+    x0 = torch.tensor([[[0.3, -0.2], [0.1, 0.4]]])
+    model.guided_denoise = lambda x, sigma, obs, goal: x0.expand_as(x)
+    noise = torch.randn(1, noise_draws(cfg) * 2, 2)
+    torch.testing.assert_close(model.sample(torch.zeros(1, 2, 3), torch.zeros(1, 2), noise), x0)
+    assert noise_draws(cfg) == (6 if sampler == "euler_ancestral" else 1)
+
+
+def test_euler_ancestral_samples_the_gaussian_data_distribution():
+    """With the ideal denoiser of N(0, sd^2) data, Euler-ancestral's samples have std ~sd: its
+    fresh noise keeps the marginals right (a deterministic sampler of few steps shrinks them)."""
+    cfg = BesoConfig(window=1, num_steps=200, sigma_min=1e-3, sigma_max=20.0, sampler="euler_ancestral")
+    model = Beso(cfg, 1, 1, 1)
+    sd = cfg.sigma_data
+    model.guided_denoise = lambda x, sigma, obs, goal: (sd**2 / (sigma**2 + sd**2)).view(-1, 1, 1) * x
+    n = 4000
+    noise = torch.randn(n, noise_draws(cfg), 1, generator=torch.Generator().manual_seed(0))
+    out = model.sample(torch.zeros(n, 1, 1), torch.zeros(n, 1), noise)
+    assert abs(float(out.std()) - sd) < 0.03
+
+
+def test_action_chunks_predict_the_future_from_the_last_observation():
+    cfg = BesoConfig(**{**SMALL.__dict__, "window": 2, "action_horizon": 4})
+    torch.manual_seed(0)
+    model = Beso(cfg, 3, 2, 2).eval()
+    x, obs = torch.randn(1, 5, 2), torch.randn(1, 2, 3)  # L = T + H - 1 = 5
+    goal, sigma = torch.eye(2)[[0]], torch.tensor([0.5])
+    with torch.no_grad():
+        a = model.denoise(x, sigma, obs, goal)
+        x2 = x.clone()
+        x2[0, 4] += 1.0  # the last future action
+        b = model.denoise(x2, sigma, obs, goal)
+    assert a.shape == (1, 5, 2)
+    torch.testing.assert_close(a[0, :4], b[0, :4])  # causal: earlier actions cannot see it
+    out = model.sample(obs, goal, torch.randn(1, 5, 2))
+    assert out.shape == (1, 5, 2)
+
+
+def test_masked_loss_ignores_padded_actions():
+    pred, target = torch.zeros(2, 3, 1), torch.ones(2, 3, 1)
+    target[:, 2] = 100.0  # past the episode's end
+    pad = torch.tensor([[False, False, True], [False, False, True]])
+    assert float(masked_mse(pred, target, pad)) == 1.0
+    assert float(masked_mse(pred, target, None)) > 1000

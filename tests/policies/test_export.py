@@ -62,7 +62,7 @@ def test_runner_reproduces_torch_and_respects_limits(exported):
         noise = noise_rng.standard_normal((1, 2, 4), dtype=np.float32)
         with torch.no_grad():
             want = graph(torch.from_numpy(np.stack(history)[None]), torch.tensor([[0.0, 1.0]]),
-                         torch.from_numpy(noise))[0].numpy()
+                         torch.from_numpy(noise))[0][0].numpy()
         np.testing.assert_allclose(got, want, atol=1e-4)
         assert got.dtype == np.float32 and np.all(got >= -1) and np.all(got <= 1)
 

@@ -78,13 +78,16 @@ class Operator:
         self.keys = keys
         self.out = out or sys.stdout
         self.estopped = False
+        # The e-stop flag we asked the server for (trip or clear) and have not seen yet: states
+        # published before our message took effect still carry the old flag.
+        self._expect: bool | None = None
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
     def estop(self) -> None:
         self.client.estop("operator: Space key in tether eval")
-        self.estopped = True
+        self.estopped, self._expect = True, True
         self.say("E-STOP tripped: the robot is stopped (latched). Make the scene safe, then press c "
                  "to clear it.")
 
@@ -96,28 +99,35 @@ class Operator:
                 self.estop()
             elif key == "c" and self.estopped:
                 self.client.clear_estop()
-                self.estopped = False
+                self.estopped, self._expect = False, False
                 self.say("e-stop cleared.")
             else:
                 keys.append(key)
         return keys
 
+    def follow(self) -> None:
+        """Read the states queued so far: none pile up, and an e-stop tripped or cleared by
+        another client (a supervisor, a teleop device) is followed."""
+        while self.client.pending():
+            flag = bool(self.client.next_state(0.1)["estop"])
+            if self._expect is not None:
+                if flag == self._expect:
+                    self._expect = None
+                continue
+            if flag != self.estopped:
+                self.estopped = flag
+                self.say("The robot server's e-stop was tripped by another client." if flag
+                         else "The robot server's e-stop was cleared by another client.")
+
     def wait_for(self, wanted: tuple[str, ...]) -> str:
-        """Block until one of ``wanted`` is pressed (Space and c act meanwhile); returns it.
-        Keeps reading the server's states, so none pile up and an e-stop tripped or cleared by
-        another client is followed (its tick's ``events``, not the flag: states published before
-        our own clear took effect still carry it)."""
+        """Block until one of ``wanted`` is pressed (Space and c act meanwhile); returns it."""
         while True:
-            for key in self.poll(0.05):
+            keys = self.poll(0.05)
+            self.follow()
+            for key in keys:
                 if key in wanted:
                     return key
                 self.say(f"(key {key!r} does nothing here; {HELP})")
-            while self.client.pending():
-                events = self.client.next_state(0.1)["events"]
-                if "estop" in events:
-                    self.estopped = True
-                elif "estop_cleared" in events:
-                    self.estopped = False
 
 
 def evaluate_operator(cmd: EvalCommand, keys: OperatorKeys | None = None) -> dict:

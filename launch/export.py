@@ -29,13 +29,14 @@ def export(cmd: ExportCommand) -> tuple[Path, float, int]:
     from tether.policies.checkpoint import load_policy
     from tether.policies.export import export_policy, parity
 
-    model, normalizer, tasks, spec = load_policy(cmd.checkpoint)
+    policy = load_policy(cmd.checkpoint)
     out = cmd.out or cmd.checkpoint.with_name("policy.onnx")
-    export_policy(model, normalizer, spec, tasks, out)
-    diff = parity(model, normalizer, spec, out, len(tasks))
+    args = (policy.model, policy.normalizer, policy.spec)
+    export_policy(*args, policy.tasks, out, goal_dims=policy.goal_dims)
+    diff = parity(*args, out, len(policy.tasks), goal_dims=policy.goal_dims)
     if diff > cmd.tolerance:
         raise ValueError(f"ONNX and torch differ by {diff:.2e} > {cmd.tolerance:.0e}")
-    return out, diff, sum(p.numel() for p in model.parameters())
+    return out, diff, sum(p.numel() for p in policy.model.parameters())
 
 
 def main(cmd: ExportCommand) -> None:

@@ -3,11 +3,13 @@
 ::
 
     tether train DATASET --out runs/beso                      # BESO (goal-conditioned diffusion)
+    tether train DATASET --algo gcbc                          # GCBC baseline, BESO's network
+    tether train PLAY --goal.kind hindsight --beso.action-horizon 4   # play data, chunks
     tether train DATASET --algo iql --reward reward.vlm       # IQL on a relabelled reward
     tether train DATASET --algo iql --reward next.reward      # IQL on the recorded reward
     tether train DATASET --algo bc                            # BC, the baseline, same network
 
-BESO writes ``policy.pt`` (``tether export`` makes the ONNX file). IQL and BC (see
+BESO and GCBC write ``policy.pt`` (``tether export`` makes the ONNX file). IQL and BC (see
 ``tether.policies.offline``) write ``policy.pt`` and ``policy.onnx`` at once, parity-checked, ready
 for ``tether eval policy.onnx --robot ADDRESS``.
 """
@@ -21,7 +23,7 @@ from typing import Callable, Literal
 
 import tyro
 
-from tether.policies.configs import BesoConfig, IqlConfig, TrainConfig
+from tether.policies.configs import BesoConfig, GoalConfig, IqlConfig, TrainConfig
 
 
 @dataclass
@@ -32,13 +34,17 @@ class TrainCommand:
     """A tether / LeRobotDataset v3.0 folder with observation.state and action."""
     out: Path = Path("runs/train")
     """Output folder: config.json, checkpoints/, policy.pt, learning_curve.png."""
-    algo: Literal["beso", "iql", "bc"] = "beso"
-    """beso: goal-conditioned diffusion (Reuss et al. 2023); iql: implicit Q-learning (Kostrikov et
-    al. 2022); bc: behaviour cloning with IQL's actor network."""
+    algo: Literal["beso", "gcbc", "iql", "bc"] = "beso"
+    """beso: goal-conditioned diffusion (Reuss et al. 2023); gcbc: goal-conditioned behaviour
+    cloning on BESO's network; iql: implicit Q-learning (Kostrikov et al. 2022); bc: behaviour
+    cloning with IQL's actor network."""
     reward: str | None = None
     """iql: reward column, next.reward, reward.NAME (tether reward-model --relabel) or constant;
     shorthand for --iql.reward."""
     beso: BesoConfig = field(default_factory=BesoConfig)
+    """BESO's settings; GCBC uses its network settings (window, action horizon, size)."""
+    goal: GoalConfig = field(default_factory=GoalConfig)
+    """BESO/GCBC goals: task one-hot, or hindsight (a later state of the episode: play data)."""
     iql: IqlConfig = field(default_factory=IqlConfig)
     """IQL and BC settings (BC uses the actor's: hidden, actor, encoder, camera, channels)."""
     optim: TrainConfig = field(default_factory=TrainConfig)
@@ -49,17 +55,17 @@ class TrainCommand:
 
 
 def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None = None):
-    """Train BESO as ``cmd`` says; returns (policy.pt path, TrainResult, number of frames).
+    """Train BESO or GCBC (``cmd.algo``) as ``cmd`` says; returns (policy.pt path, TrainResult,
+    number of frames).
 
     Raises:
         tether.robot.dataset.DatasetError: the dataset cannot be read.
-        ValueError: the dataset has no robot spec (tether needs one to export).
+        ValueError: the dataset has no robot spec (tether needs one to export), or bad goal dims.
     """
     import torch
 
-    from tether.policies.beso import Beso
-    from tether.policies.checkpoint import save_policy
-    from tether.policies.data import Normalizer, WindowData
+    from tether.policies.checkpoint import KINDS, save_policy
+    from tether.policies.sequence_data import SequenceData
     from tether.policies.train import train
     from tether.robot.dataset import Dataset
 
@@ -67,21 +73,21 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
     spec = Dataset(cmd.dataset).spec
     if spec is None:
         raise ValueError(f"{cmd.dataset} carries no tether robot spec in meta/info.json")
-    data = WindowData.from_dataset(cmd.dataset, cmd.beso.window)
-    normalizer = Normalizer.fit(data.obs, data.actions)
-    model = Beso(cmd.beso, data.obs.shape[1], data.actions.shape[1], len(data.tasks))
+    data = SequenceData.from_dataset(cmd.dataset, cmd.beso.window, cmd.beso.action_horizon, cmd.goal)
+    model = KINDS[cmd.algo](cmd.beso, data.obs_dim, data.action_dim, data.goal_dim)
     cmd.out.mkdir(parents=True, exist_ok=True)
     (cmd.out / "config.json").write_text(json.dumps(asdict(cmd), indent=2, default=str))
     result = train(
         model,
-        data.batches(normalizer, cmd.optim.batch_size, cmd.optim.seed),
+        data.batches(cmd.optim.batch_size, cmd.optim.seed),
         cmd.optim,
         cmd.out,
         on_step=on_step,
         resume=cmd.resume,
     )
-    path = save_policy(cmd.out / "policy.pt", result.ema, normalizer, data.tasks, spec)
-    return path, result, len(data.obs)
+    path = save_policy(cmd.out / "policy.pt", result.ema, data.normalizer, data.tasks, spec,
+                       data.goal_dims)
+    return path, result, len(data.data)
 
 
 def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | None = None):
@@ -114,11 +120,11 @@ def main(cmd: TrainCommand) -> None:
     with Progress(*columns) as progress:
         bar = progress.add_task("train", total=cmd.optim.steps, loss=float("nan"))
         on_step = lambda step, loss: progress.update(bar, completed=step + 1, loss=loss)  # noqa: E731
-        if cmd.algo == "beso":
+        if cmd.algo in ("beso", "gcbc"):
             path, result, frames = train_beso(cmd, on_step)
         else:
             run = train_offline_rl(cmd, on_step)
-    if cmd.algo == "beso":
+    if cmd.algo in ("beso", "gcbc"):
         print(f"trained on {frames} frames in {result.seconds:.0f} s -> {path}")
         return
     reward = run.report["reward"]["column"] if cmd.algo == "iql" else "none (BC)"

@@ -1,27 +1,47 @@
-"""Saving and loading a trained policy with everything needed to rebuild and export it."""
+"""Saving and loading a trained goal-conditioned policy (BESO, GCBC) with everything needed to
+rebuild and export it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from tether.policies.beso import Beso
 from tether.policies.configs import BesoConfig
 from tether.policies.data import Normalizer
+from tether.policies.gcbc import Gcbc
 from tether.robot.spec import RobotSpec
+
+KINDS: dict[str, type[nn.Module]] = {"beso": Beso, "gcbc": Gcbc}
+
+
+@dataclass
+class TrainedPolicy:
+    """A policy checkpoint: the model (eval mode), its normalizer, the task strings of its
+    training data, the robot spec, and ``goal_dims`` (None: task one-hot goals; else the
+    ``observation.state`` elements an observation goal specifies)."""
+
+    model: nn.Module
+    normalizer: Normalizer
+    tasks: list[str]
+    spec: RobotSpec
+    goal_dims: tuple[int, ...] | None = None
 
 
 def save_policy(
-    path: Path, model: Beso, normalizer: Normalizer, tasks: list[str], spec: RobotSpec
+    path: Path, model: Beso | Gcbc, normalizer: Normalizer, tasks: list[str], spec: RobotSpec,
+    goal_dims: tuple[int, ...] | None = None,
 ) -> Path:
-    """Write ``model`` (pass the EMA weights) with its normalizer, tasks and robot spec."""
+    """Write ``model`` (pass the EMA weights) with its normalizer, tasks, robot spec and goal
+    encoding, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = model.net
     payload = {
-        "kind": "beso",
+        "kind": next(k for k, cls in KINDS.items() if isinstance(model, cls)),
         "config": asdict(model.cfg),
         "dims": {
             "obs_dim": net.obs_emb.in_features,
@@ -31,6 +51,7 @@ def save_policy(
         "normalizer": normalizer.to_dict(),
         "tasks": list(tasks),
         "spec": spec.to_dict(),
+        "goal_dims": None if goal_dims is None else list(goal_dims),
         "state_dict": model.state_dict(),
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -39,20 +60,24 @@ def save_policy(
     return path
 
 
-def load_policy(path: Path) -> tuple[Beso, Normalizer, list[str], RobotSpec]:
-    """Inverse of ``save_policy``: (model in eval mode, normalizer, tasks, spec).
+def load_policy(path: Path) -> TrainedPolicy:
+    """Inverse of ``save_policy``.
 
     Raises:
-        ValueError: the file is not a tether policy checkpoint.
+        ValueError: the file is not a tether BESO/GCBC checkpoint (IQL and BC checkpoints are
+            read by ``tether.policies.offline``).
     """
     payload = torch.load(Path(path), weights_only=False, map_location="cpu")
-    if not isinstance(payload, dict) or payload.get("kind") != "beso":
-        raise ValueError(f"{path} is not a tether BESO checkpoint")
-    model = Beso(BesoConfig(**payload["config"]), **payload["dims"])
+    kind = payload.get("kind") if isinstance(payload, dict) else None
+    if kind not in KINDS:
+        raise ValueError(f"{path} is not a tether BESO or GCBC checkpoint (kind {kind!r})")
+    model = KINDS[kind](BesoConfig(**payload["config"]), **payload["dims"])
     model.load_state_dict(payload["state_dict"])
-    return (
+    goal_dims = payload.get("goal_dims")
+    return TrainedPolicy(
         model.eval(),
         Normalizer.from_dict(payload["normalizer"]),
         payload["tasks"],
         RobotSpec.from_dict(payload["spec"]),
+        None if goal_dims is None else tuple(goal_dims),
     )

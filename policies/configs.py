@@ -42,6 +42,27 @@ class BesoConfig:
 
 
 @dataclass
+class GoalConfig:
+    """What conditions a goal-conditioned policy (BESO, GCBC).
+
+    ``task``: a one-hot of the episode's task string (demonstrations of named tasks).
+    ``hindsight``: a later ``observation.state`` of the same episode (play data: hindsight goal
+    relabelling, Play-LMP, Lynch et al. 2019), at ``min_offset_s`` to ``max_offset_s`` ahead
+    (Play-LMP: windows of 32 to 64 frames at 30 Hz); at run time the goal comes from the robot's
+    ``observation.goal`` (the same layout as ``observation.state``).
+    """
+
+    kind: Literal["task", "hindsight"] = "task"
+    min_offset_s: float = 1.0
+    """Hindsight: nearest goal (s ahead of the frame)."""
+    max_offset_s: float = 2.0
+    """Hindsight: farthest goal (s ahead); frames nearer the episode's end use its last frame."""
+    dims: tuple[int, ...] = ()
+    """Hindsight: the ``observation.state`` elements a goal specifies (e.g. the objects' poses,
+    not the arm's); default all."""
+
+
+@dataclass
 class TrainConfig:
     """Optimisation settings shared by tether's learners."""
 

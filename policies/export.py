@@ -34,10 +34,18 @@ OPSET = 18
 class _Graph(nn.Module):
     """Normalization in and out of a policy network, and clipping to the robot's action limits."""
 
-    def __init__(self, model: nn.Module, normalizer: Normalizer, spec: RobotSpec):
+    def __init__(self, model: nn.Module, normalizer: Normalizer, spec: RobotSpec,
+                 goal_dims: tuple[int, ...] | None = None):
         super().__init__()
         self.model = model
         f32 = torch.float32
+        # Observation goals: the raw goal observation [B,S] -> its ``goal_dims``, z-scored like the
+        # observations they are compared with. Task goals (one-hot) pass through.
+        self.observation_goal = goal_dims is not None
+        dims = torch.as_tensor(list(goal_dims or ()), dtype=torch.long)
+        self.register_buffer("goal_dims", dims)
+        self.register_buffer("goal_mean", torch.as_tensor(normalizer.obs_mean, dtype=f32)[dims])
+        self.register_buffer("goal_std", torch.as_tensor(normalizer.obs_std, dtype=f32)[dims])
         self.register_buffer("obs_mean", torch.as_tensor(normalizer.obs_mean, dtype=f32))
         self.register_buffer("obs_std", torch.as_tensor(normalizer.obs_std, dtype=f32))
         self.register_buffer("act_center", torch.as_tensor(normalizer.action_center, dtype=f32))
@@ -46,6 +54,11 @@ class _Graph(nn.Module):
         high = spec.action.high or (np.inf,) * spec.action.shape[0]
         self.register_buffer("low", torch.tensor(low, dtype=f32))
         self.register_buffer("high", torch.tensor(high, dtype=f32))
+
+    def _goal(self, goal: torch.Tensor) -> torch.Tensor:
+        if not self.observation_goal:
+            return goal
+        return (goal.index_select(1, self.goal_dims) - self.goal_mean) / self.goal_std
 
     def _out(self, normalized_action: torch.Tensor) -> torch.Tensor:
         action = normalized_action * self.act_half + self.act_center
@@ -57,7 +70,7 @@ class BesoGraph(_Graph):
     actions [B,H,A]) in robot units (L = T + H - 1; K = 1 for DDIM, steps + 1 for Euler-ancestral)."""
 
     def forward(self, obs: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor):
-        seq = self.model.sample((obs - self.obs_mean) / self.obs_std, goal, noise)
+        seq = self.model.sample((obs - self.obs_mean) / self.obs_std, self._goal(goal), noise)
         chunk = self._out(seq[:, obs.shape[1] - 1 :])
         return chunk[:, 0], chunk
 
@@ -66,7 +79,7 @@ class GcbcGraph(_Graph):
     """Raw observation window [B,T,S], goal [B,G] -> (action [B,A], actions [B,H,A])."""
 
     def forward(self, obs: torch.Tensor, goal: torch.Tensor):
-        seq = self.model((obs - self.obs_mean) / self.obs_std, goal)
+        seq = self.model((obs - self.obs_mean) / self.obs_std, self._goal(goal))
         chunk = self._out(seq[:, obs.shape[1] - 1 :])
         return chunk[:, 0], chunk
 
@@ -100,14 +113,24 @@ def _graph_class(model: nn.Module) -> type[_Graph]:
     return ImageMlpGraph if getattr(model, "image_keys", ()) else MlpGraph
 
 
-def policy_metadata(model: nn.Module, normalizer: Normalizer, tasks: list[str]) -> dict:
+def goal_metadata(tasks: list[str], goal_dims: tuple[int, ...] | None) -> dict:
+    """How the runner fills the ``goal`` input: a one-hot of the episode's task, or the robot's
+    ``observation.goal`` (the graph selects ``dims`` and normalizes them)."""
+    if goal_dims is None:
+        return {"kind": "task_one_hot", "tasks": list(tasks)}
+    return {"kind": "observation", "key": "observation.goal", "dims": list(goal_dims),
+            "tasks": list(tasks)}
+
+
+def policy_metadata(model: nn.Module, normalizer: Normalizer, tasks: list[str],
+                    goal_dims: tuple[int, ...] | None = None) -> dict:
     """The ``tether.policy`` metadata dict of an exported policy."""
     kinds = {Beso: "beso", Gcbc: "gcbc"}
     meta = {
         # MlpPolicy is "mlp"; IQL and BC actors say which learner made them
         "kind": kinds.get(type(model)) or getattr(model, "kind", "mlp"),
         "window": model.cfg.window if isinstance(model, SEQUENCE_POLICIES) else model.window,
-        "goal": {"kind": "task_one_hot", "tasks": list(tasks)},
+        "goal": goal_metadata(tasks, goal_dims),
         "normalization": normalizer.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
@@ -125,7 +148,8 @@ def policy_metadata(model: nn.Module, normalizer: Normalizer, tasks: list[str]) 
 
 
 def _example_inputs(model: nn.Module, normalizer: Normalizer, spec: RobotSpec, goal_dim: int):
-    """(names, zero tensors) of the graph's inputs, batch 1."""
+    """(names, zero tensors) of the graph's inputs, batch 1 (``goal_dim``: the goal input's size:
+    the task count, or the observation size for observation goals)."""
     window = model.cfg.window if isinstance(model, SEQUENCE_POLICIES) else model.window
     s, a = normalizer.obs_mean.shape[0], spec.action.shape[0]
     example = [torch.zeros(1, window, s), torch.zeros(1, goal_dim)]
@@ -140,7 +164,8 @@ def _example_inputs(model: nn.Module, normalizer: Normalizer, spec: RobotSpec, g
 
 
 def export_policy(
-    model: nn.Module, normalizer: Normalizer, spec: RobotSpec, tasks: list[str], path: Path
+    model: nn.Module, normalizer: Normalizer, spec: RobotSpec, tasks: list[str], path: Path,
+    goal_dims: tuple[int, ...] | None = None,
 ) -> Path:
     """Export ``model`` (BESO, GCBC, MLP, IQL/BC actors; pass EMA weights) to ``path`` with tether
     metadata.
@@ -149,13 +174,16 @@ def export_policy(
     [B,K*L,A] (see ``BesoGraph``); a policy with ``image_keys`` adds its camera frame uint8
     [B,H,W,3], the input named by the feature key. Outputs: ``action`` [B,A] in robot units, and
     for BESO/GCBC ``actions`` [B,H,A]. ``spec`` is the robot spec of the training data; only the
-    features the policy reads are kept. Returns ``path``.
+    features the policy reads are kept. ``goal_dims``: the policy is conditioned on observation
+    goals (hindsight relabelling): ``goal`` is then the raw goal observation [B,S], of which the
+    graph uses these elements. Returns ``path``.
     """
     import onnx
 
     model = model.eval()
-    graph = _graph_class(model)(model, normalizer, spec).eval()
-    names, example = _example_inputs(model, normalizer, spec, len(tasks))
+    graph = _graph_class(model)(model, normalizer, spec, goal_dims).eval()
+    goal_dim = len(tasks) if goal_dims is None else normalizer.obs_mean.shape[0]
+    names, example = _example_inputs(model, normalizer, spec, goal_dim)
     outputs = ["action", "actions"] if isinstance(model, SEQUENCE_POLICIES) else ["action"]
     images = tuple(getattr(model, "image_keys", ()))
     path = Path(path)
@@ -183,13 +211,14 @@ def export_policy(
         spec.robot_type,
         spec.control_rate_hz,
         {"observation.state": spec.observation["observation.state"],
+         **({} if goal_dims is None else {"observation.goal": spec.observation["observation.state"]}),
          **{key: spec.observation[key] for key in images}},
         spec.action,
         tasks=tuple(tasks),
     )
     meta = {
         "tether.spec": policy_spec.to_json(),
-        "tether.policy": json.dumps(policy_metadata(model, normalizer, tasks)),
+        "tether.policy": json.dumps(policy_metadata(model, normalizer, tasks, goal_dims)),
     }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -212,6 +241,7 @@ def parity(
     tasks: int,
     n: int = 32,
     seed: int = 0,
+    goal_dims: tuple[int, ...] | None = None,
 ) -> float:
     """Max absolute difference between the torch graph and the ONNX model, over every output, on
     ``n`` random inputs (observations drawn around the normalization statistics, ``tasks``
@@ -219,11 +249,12 @@ def parity(
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
-    names, example = _example_inputs(model, normalizer, spec, tasks)
+    goal_dim = tasks if goal_dims is None else normalizer.obs_mean.shape[0]
+    names, example = _example_inputs(model, normalizer, spec, goal_dim)
     feed = {}
     for name, zero in zip(names, example):
         shape = (n, *zero.shape[1:])
-        if name == "obs":
+        if name == "obs" or (name == "goal" and goal_dims is not None):
             value = normalizer.obs_mean + normalizer.obs_std * rng.standard_normal(shape)
         elif name == "goal":
             value = np.eye(tasks)[rng.integers(0, tasks, n)]
@@ -234,7 +265,7 @@ def parity(
         feed[name] = value if value.dtype == np.uint8 else value.astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_out = session.run(None, feed)
-    graph = _graph_class(model)(model, normalizer, spec).eval()
+    graph = _graph_class(model)(model, normalizer, spec, goal_dims).eval()
     with torch.no_grad():
         torch_out = graph(*(torch.from_numpy(v) for v in feed.values()))
     torch_out = torch_out if isinstance(torch_out, tuple) else (torch_out,)

@@ -56,22 +56,32 @@ class PolicyRunner:
         self._obs_feature = self.spec.observation["observation.state"]
         self._inputs = {i.name for i in self.session.get_inputs()}
         # graph inputs named by an observation feature (camera frames) take that observation
-        self._images = [k for k in self.spec.observation if k in self._inputs and k != "observation.state"]
+        self._images = [k for k in self.spec.observation
+                        if k in self._inputs and k not in ("observation.state", "observation.goal")]
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._rng = np.random.default_rng(seed)
         self._history: deque[np.ndarray] = deque(maxlen=self.window)
+        # Task goals are a one-hot set at reset; observation goals come with every observation.
+        goal = self.meta["goal"]
+        self._goal_key = goal.get("key") if goal.get("kind") == "observation" else None
         self._goal = np.zeros((1, len(self.tasks)), dtype=np.float32)
 
-    def reset(self, task: str) -> None:
-        """Start an episode of ``task`` (clears the observation history).
+    @property
+    def goal_conditioned_on_observations(self) -> bool:
+        """The goal is read from each observation (``observation.goal``), not set per task."""
+        return self._goal_key is not None
+
+    def reset(self, task: str | None = None) -> None:
+        """Start an episode (clears the observation history); ``task`` sets a task goal.
 
         Raises:
-            ValueError: the policy was not trained on ``task``.
+            ValueError: a task-goal policy was not trained on ``task``.
         """
-        if task not in self.tasks:
-            raise ValueError(f"the policy knows tasks {self.tasks}, not {task!r}")
-        self._goal[:] = 0
-        self._goal[0, self.tasks.index(task)] = 1
+        if self._goal_key is None:
+            if task not in self.tasks:
+                raise ValueError(f"the policy knows tasks {self.tasks}, not {task!r}")
+            self._goal[:] = 0
+            self._goal[0, self.tasks.index(task)] = 1
         self._history.clear()
 
     def _run(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -80,7 +90,14 @@ class PolicyRunner:
             self._history.extend([state] * self.window)  # pad the window with the first frame
         else:
             self._history.append(state)
-        feed = {"obs": np.stack(self._history)[None], "goal": self._goal}
+        goal = self._goal
+        if self._goal_key is not None:
+            if self._goal_key not in observation:
+                raise SpecError(f"the policy is conditioned on {self._goal_key}, which the "
+                                "observation lacks (a robot that publishes goals is needed)")
+            feature = self.spec.observation[self._goal_key]
+            goal = feature.validate(self._goal_key, observation[self._goal_key])[None]
+        feed = {"obs": np.stack(self._history)[None], "goal": goal}
         if "noise" in self._inputs:  # diffusion policies: the sampler's noise
             feed["noise"] = self._rng.standard_normal(
                 (1, self._noise_length, self.action_dim), dtype=np.float32

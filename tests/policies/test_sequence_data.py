@@ -1,0 +1,83 @@
+"""BESO/GCBC training data (windows, chunks, pads, task and hindsight goals), and the whole path
+train -> export -> runner for a play-data policy conditioned on goal observations."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tether.launch.cli import main as cli
+from tether.policies.configs import GoalConfig
+from tether.policies.sequence_data import SequenceData
+from tether.robot.dataset import DatasetWriter
+from tether.robot.drivers.pointmass import pointmass_spec
+from tether.robot.runner import PolicyRunner
+from tether.robot.spec import SpecError
+
+
+@pytest.fixture(scope="module")
+def play(tmp_path_factory):
+    """Two episodes (12 and 9 frames) whose state encodes (episode, frame)."""
+    root = tmp_path_factory.mktemp("play") / "ds"
+    writer = DatasetWriter(root, pointmass_spec(10.0), fps=10)
+    for e, n in enumerate((12, 9)):
+        frame = np.arange(n, dtype=np.float32)
+        writer.add_episode({
+            "observation.state": np.stack([np.full(n, e, np.float32), frame, frame / 10, -frame], 1),
+            "action": np.stack([frame / n, np.full(n, e, np.float32)], 1),
+        }, "play")
+    return root
+
+
+def test_windows_chunks_and_pads(play):
+    data = SequenceData.from_dataset(play, window=2, horizon=3, goal=GoalConfig())
+    rows = np.array([0, 11, 12])  # first and last frame of episode 0, first of episode 1
+    b = data.batch(rows, np.random.default_rng(0))
+    assert b["obs"].shape == (3, 2, 4) and b["actions"].shape == (3, 4, 2) and b["goal"].shape == (3, 1)
+    pad = b["action_pad"].numpy()
+    assert pad[0].tolist() == [True, False, False, False]  # before the episode's first frame
+    assert pad[1].tolist() == [False, False, True, True]  # past its last
+    # normalized values map back to the frames: the window's last observation is the frame itself
+    obs = b["obs"].numpy() * data.normalizer.obs_std + data.normalizer.obs_mean
+    assert obs[:, -1, 1].round().tolist() == [0, 11, 0] and obs[2, -1, 0].round() == 1
+
+
+def test_hindsight_goals_come_from_the_same_episodes_future(play):
+    goal = GoalConfig(kind="hindsight", min_offset_s=0.2, max_offset_s=0.5, dims=(0, 1))
+    data = SequenceData.from_dataset(play, window=1, horizon=1, goal=goal)
+    assert data.goal_dims == (0, 1) and data.goal_dim == 2
+    rows = np.arange(len(data.data)).repeat(20)
+    b = data.batch(rows, np.random.default_rng(1))
+    n = data.normalizer
+    g = b["goal"].numpy() * n.obs_std[:2] + n.obs_mean[:2]
+    o = b["obs"].numpy()[:, -1, :2] * n.obs_std[:2] + n.obs_mean[:2]
+    assert np.allclose(g[:, 0], o[:, 0])  # same episode
+    ahead = (g[:, 1] - o[:, 1]).round()
+    last = np.where(o[:, 0].round() == 0, 11, 8)
+    assert np.all((ahead >= 2) & (ahead <= 5) | (g[:, 1].round() == last))
+    with pytest.raises(ValueError, match="goal dims"):
+        SequenceData.from_dataset(play, 1, 1, GoalConfig(kind="hindsight", dims=(9,)))
+
+
+def test_gcbc_on_play_data_trains_exports_and_runs_on_goal_observations(play, tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    cli(["train", str(play), "--out", str(out), "--algo", "gcbc", "--goal.kind", "hindsight",
+         "--goal.min-offset-s", "0.1", "--goal.max-offset-s", "0.3", "--beso.window", "2",
+         "--beso.action-horizon", "3", "--beso.d-model", "32", "--beso.n-layers", "1",
+         "--beso.n-heads", "2", "--optim.steps", "30", "--optim.batch-size", "16",
+         "--optim.warmup-steps", "5"])
+    cli(["export", str(out / "policy.pt")])
+    path = out / "policy.onnx"
+    meta = json.loads({p.key: p.value for p in onnx.load(path).metadata_props}["tether.policy"])
+    assert meta["kind"] == "gcbc" and meta["goal"]["kind"] == "observation"
+    assert meta["action_horizon"] == 3
+    runner = PolicyRunner(path)
+    assert runner.goal_conditioned_on_observations and "observation.goal" in runner.spec.observation
+    runner.reset()
+    obs = {"observation.state": np.zeros(4, np.float32), "observation.goal": np.ones(4, np.float32)}
+    assert runner.act_chunk(obs).shape == (3, 2)
+    with pytest.raises(SpecError, match="observation.goal"):
+        runner.act({"observation.state": np.zeros(4, np.float32)})

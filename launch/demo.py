@@ -152,8 +152,8 @@ def run(cmd: DemoCommand) -> dict:
         # MetaWorld's state already stacks the previous frame: a window of one (observation,
         # action) pair is enough, and measured better than two (reach-v3 0.95 vs 0.70).
         train_cmd = TrainCommand(
-            out / "dataset", out / "train", BesoConfig(window=1),
-            TrainConfig(steps=steps, batch_size=cmd.batch_size, seed=cmd.seed),
+            out / "dataset", out=out / "train", beso=BesoConfig(window=1),
+            optim=TrainConfig(steps=steps, batch_size=cmd.batch_size, seed=cmd.seed),
         )
         checkpoint, _, _ = train_beso(
             train_cmd,

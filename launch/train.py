@@ -66,7 +66,7 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
 
     from tether.policies.checkpoint import KINDS, save_policy
     from tether.policies.sequence_data import SequenceData
-    from tether.policies.train import train
+    from tether.policies.train import distributed_rank, train
     from tether.robot.dataset import Dataset
 
     torch.manual_seed(cmd.optim.seed)
@@ -85,8 +85,9 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
         on_step=on_step,
         resume=cmd.resume,
     )
-    path = save_policy(cmd.out / "policy.pt", result.ema, data.normalizer, data.tasks, spec,
-                       data.goal_dims)
+    path = cmd.out / "policy.pt"
+    if distributed_rank()[0] == 0:  # under torchrun, one process writes
+        save_policy(path, result.ema, data.normalizer, data.tasks, spec, data.goal_dims)
     return path, result, len(data.data)
 
 
@@ -116,16 +117,21 @@ def main(cmd: TrainCommand) -> None:
         from tether.launch import UsageError
 
         raise UsageError(f"--reward is for --algo iql (--algo {cmd.algo} imitates and reads no reward)")
+    from tether.policies.train import distributed_rank
+
+    rank, world = distributed_rank()
     columns = (TextColumn(cmd.algo), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
-    with Progress(*columns) as progress:
+    with Progress(*columns, disable=rank != 0) as progress:
         bar = progress.add_task("train", total=cmd.optim.steps, loss=float("nan"))
         on_step = lambda step, loss: progress.update(bar, completed=step + 1, loss=loss)  # noqa: E731
         if cmd.algo in ("beso", "gcbc"):
             path, result, frames = train_beso(cmd, on_step)
         else:
             run = train_offline_rl(cmd, on_step)
+    if rank != 0:
+        return
     if cmd.algo in ("beso", "gcbc"):
-        print(f"trained on {frames} frames in {result.seconds:.0f} s -> {path}")
+        print(f"trained on {frames} frames in {result.seconds:.0f} s on {world} process(es) -> {path}")
         return
     reward = run.report["reward"]["column"] if cmd.algo == "iql" else "none (BC)"
     print(f"{cmd.algo} on {run.transitions} transitions (reward {reward}) in {run.result.seconds:.0f} s -> "

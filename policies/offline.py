@@ -126,7 +126,9 @@ class Transitions:
             from tether.policies.sampling import TrainingDataset
 
             frames = TrainingDataset(ds, keys=[self.camera], cache=cache)
-        gen = torch.Generator().manual_seed(seed)
+        from tether.policies.train import distributed_rank
+
+        gen = torch.Generator().manual_seed(seed + 1_000_003 * distributed_rank()[0])
 
         def sample_batch(step: int) -> dict[str, torch.Tensor]:
             rows = starts[torch.randint(len(starts), (batch_size,), generator=gen)]

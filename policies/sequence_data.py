@@ -104,8 +104,11 @@ class SequenceData:
         return out
 
     def batches(self, batch_size: int, seed: int = 0):
-        """A ``sample_batch(step)`` function for ``tether.policies.train.train``."""
-        rng = np.random.default_rng(seed)
+        """A ``sample_batch(step)`` function for ``tether.policies.train.train`` (each data-parallel
+        process draws its own batches)."""
+        from tether.policies.train import distributed_rank
+
+        rng = np.random.default_rng([seed, distributed_rank()[0]])
 
         def sample_batch(step: int) -> dict[str, torch.Tensor]:
             return self.batch(rng.integers(0, len(self.data), batch_size), rng)

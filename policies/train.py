@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,31 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless started by ``torchrun`` with several
+    processes, in which case the process group is initialized here (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class _LossForward(nn.Module):
+    """``forward(**batch) = model.loss(**batch)``: DistributedDataParallel synchronizes gradients
+    only for what runs through ``forward``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, **batch) -> torch.Tensor:
+        return self.model.loss(**batch)
+
+
 def train(
     model: nn.Module,
     sample_batch: Callable[[int], dict[str, torch.Tensor]],
@@ -55,7 +81,14 @@ def train(
         out_dir: checkpoints go to ``out_dir/checkpoints/last.pt`` (with the optimizer and EMA,
             so ``resume=True`` continues where a run stopped), and ``out_dir/learning_curve.png``.
         on_step: called with (step, loss) after each step, e.g. to advance a progress bar.
+
+    Data-parallel under ``torchrun --nproc-per-node N``: every process draws its own batches
+    (``sample_batch`` functions seed by ``distributed_rank()``), gradients are averaged by
+    ``DistributedDataParallel`` (PyTorch docs, "Getting Started with Distributed Data Parallel"),
+    so the effective batch is N x ``cfg.batch_size``; only rank 0 writes checkpoints and plots and
+    calls ``on_step``.
     """
+    rank, world = distributed_rank()
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
@@ -73,9 +106,16 @@ def train(
         result.steps, result.losses = state["history"]["steps"], state["history"]["losses"]
     t0 = time.perf_counter()
     model.train()
+    compute_loss: nn.Module = _LossForward(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        compute_loss = DistributedDataParallel(compute_loss)  # broadcasts rank 0's weights
+    if rank != 0:
+        ckpt, out_dir, on_step = None, None, None
     after_step = getattr(model, "after_step", None)  # e.g. IQL's target critics (Polyak)
     for step in range(start, cfg.steps):
-        loss = model.loss(**sample_batch(step))
+        loss = compute_loss(**sample_batch(step))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -114,7 +154,7 @@ def train(
     if out_dir is not None:
         plot_learning_curve(result, Path(out_dir) / "learning_curve.png")
         (Path(out_dir) / "train_history.json").write_text(
-            json.dumps({"steps": result.steps, "losses": result.losses})
+            json.dumps({"steps": result.steps, "losses": result.losses, "world_size": world})
         )
     return result
 

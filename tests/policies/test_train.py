@@ -55,3 +55,34 @@ def test_non_finite_loss_stops_training(tmp_path):
 
     with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
         train(Broken(), batches(), TrainConfig(steps=5), tmp_path)
+
+
+def test_two_processes_train_data_parallel_under_torchrun(tmp_path):
+    """`torchrun --nproc-per-node 2 ... tether train`: gloo on CPU, one checkpoint from rank 0."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from tether.robot.dataset import DatasetWriter
+    from tether.robot.drivers.pointmass import pointmass_spec
+
+    writer = DatasetWriter(tmp_path / "ds", pointmass_spec(10.0), fps=10)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        obs = rng.normal(size=(20, 4)).astype(np.float32)
+        writer.add_episode({"observation.state": obs, "action": np.tanh(obs[:, :2])}, "t")
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "tether.launch.cli", "train", str(tmp_path / "ds"), "--out", str(out), "--algo", "gcbc",
+         "--beso.d-model", "16", "--beso.n-layers", "1", "--beso.n-heads", "2", "--optim.steps", "20",
+         "--optim.batch-size", "8", "--optim.warmup-steps", "2"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "train_history.json").read_text())
+    assert history["world_size"] == 2 and history["steps"][-1] == 19
+    assert (out / "policy.pt").exists() and "on 2 process(es)" in proc.stdout

@@ -1,6 +1,6 @@
-"""``tether bench loop|record``: benchmarks of the deployment path, each with its baselines.
+"""``tether bench loop|record|policy``: benchmarks of the deployment path, each with its baselines.
 
-``record`` is in ``bench_record.py``. ``loop`` measures the timing of the robot link with a policy
+``record`` is in ``bench_record.py``, ``policy`` in ``bench_policy.py``. ``loop`` measures the timing of the robot link with a policy
 in the loop, and its baselines.
 
 A point-mass robot server runs in its own process at ``--rate``; this process plays the policy
@@ -29,7 +29,10 @@ import numpy as np
 import tyro
 
 from tether.launch import processes
-from tether.launch.bench_record import RecordBench, bench_record, print_result
+from tether.launch.bench_policy import PolicyBench, bench_policy
+from tether.launch.bench_policy import print_result as print_policy
+from tether.launch.bench_record import RecordBench, bench_record
+from tether.launch.bench_record import print_result as print_record
 from tether.robot.client import RobotClient
 
 
@@ -159,19 +162,23 @@ def bench_loop(cmd: LoopBench) -> dict:
 
 @dataclass
 class BenchCommand:
-    """Benchmarks: the control loop (rate, jitter, policy latency) or recording (dropped frames)."""
+    """Benchmarks: the control loop (rate, jitter, policy latency), recording (dropped frames), or
+    a policy's inference (ms per action, onnxruntime vs torch)."""
 
     bench: tyro.conf.OmitArgPrefixes[tyro.conf.OmitSubcommandPrefixes[Union[
         Annotated[LoopBench, tyro.conf.subcommand("loop")],
         Annotated[RecordBench, tyro.conf.subcommand("record")],
+        Annotated[PolicyBench, tyro.conf.subcommand("policy")],
     ]]]
 
 
 def main(command: BenchCommand) -> None:
     cmd = command.bench
-    if isinstance(cmd, RecordBench):
-        result = bench_record(cmd)
-        print(json.dumps(result, indent=2)) if cmd.json else print_result(result)
+    if isinstance(cmd, (RecordBench, PolicyBench)):
+        run, show = ((bench_record, print_record) if isinstance(cmd, RecordBench)
+                     else (bench_policy, print_policy))
+        result = run(cmd)
+        print(json.dumps(result, indent=2)) if cmd.json else show(result)
         return
     result = bench_loop(cmd)
     if cmd.json:

@@ -67,6 +67,13 @@ class PolicyRunner:
         self._goal = np.zeros((1, len(self.tasks)), dtype=np.float32)
 
     @property
+    def noise_shape(self) -> tuple[int, int, int] | None:
+        """Shape of the sampler noise fed per action (diffusion policies), else None."""
+        if "noise" not in self._inputs:
+            return None
+        return (1, self._noise_length, self.action_dim)
+
+    @property
     def goal_conditioned_on_observations(self) -> bool:
         """The goal is read from each observation (``observation.goal``), not set per task."""
         return self._goal_key is not None
@@ -98,10 +105,8 @@ class PolicyRunner:
             feature = self.spec.observation[self._goal_key]
             goal = feature.validate(self._goal_key, observation[self._goal_key])[None]
         feed = {"obs": np.stack(self._history)[None], "goal": goal}
-        if "noise" in self._inputs:  # diffusion policies: the sampler's noise
-            feed["noise"] = self._rng.standard_normal(
-                (1, self._noise_length, self.action_dim), dtype=np.float32
-            )
+        if self.noise_shape is not None:  # diffusion policies: the sampler's noise
+            feed["noise"] = self._rng.standard_normal(self.noise_shape, dtype=np.float32)
         for key in self._images:
             if key not in observation:
                 raise SpecError(f"the policy reads {key}, which the observation lacks")

@@ -44,3 +44,19 @@ def test_bench_record_rejects_a_bad_size():
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "WIDTHxHEIGHT" in proc.stderr
+
+
+def test_bench_policy_times_onnxruntime_and_torch_on_the_same_inputs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether.launch.cli", "bench", "policy", "--policy", "beso",
+         "--steps", "1", "--actions", "20", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["kind"] == "beso" and result["num_steps"] == 1
+    for backend in ("onnxruntime_ms", "torch_eager_ms"):
+        assert result[backend]["n"] == 20 and 0 < result[backend]["p50"] <= result[backend]["p99"]
+    bad = subprocess.run([sys.executable, "-m", "tether.launch.cli", "bench", "policy", "--policy", "nope.pt"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "policy.pt or one of" in bad.stderr

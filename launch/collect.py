@@ -74,11 +74,15 @@ class CollectConfig:
     markov (OGBench's noisy data: closed-loop oracles, Gaussian action noise)."""
     noise: float = 0.1
     """OGBench: oracle noise level (OGBench's default 0.1)."""
+    lockstep: bool = True
+    """The simulated robot ticks as soon as the behaviour policy answers (``tether serve
+    --lockstep``): collection runs as fast as the simulator renders, and no tick is held because
+    a command came late. --no-lockstep collects in real time, as on hardware."""
     rate_hz: float | None = None
-    """Server tick rate (Hz); the dataset stays at the control rate (80 Hz MetaWorld, 20 Hz
-    OGBench) whatever it is. Default: the control rate (real time), except OGBench with cameras:
-    10 Hz, as software EGL renders its scenes' meshes in ~30 ms a frame. A machine that keeps up
-    (GPU rendering, or no cameras) may tick faster; held ticks are counted and warned about."""
+    """Server tick rate (Hz) without --lockstep (with it: the longest wait for a command); the
+    dataset stays at the control rate (80 Hz MetaWorld, 20 Hz OGBench) whatever it is. Default:
+    the control rate, except OGBench with cameras in real time: 10 Hz, as software EGL renders its
+    scenes' meshes in ~30 ms a frame. Held ticks are counted and warned about."""
 
 
 QUALITIES = ("expert", "medium", "random")
@@ -146,7 +150,8 @@ def collect(
     server = processes.start(
         ["serve", "--address", address, "--tasks", *cfg.tasks, "--cameras", *cameras,
          "--image-size", str(cfg.image_size), "--max-episode-steps", str(cfg.max_episode_steps),
-         *(["--rate-hz", str(cfg.rate_hz)] if cfg.rate_hz else [])],
+         *(["--rate-hz", str(cfg.rate_hz)] if cfg.rate_hz else []),
+         *(["--lockstep"] if cfg.lockstep else [])],
         logs / "serve-collect.log",
     )
     result = CollectResult(0, 0)
@@ -235,12 +240,13 @@ def collect_ogbench(
     writer = DatasetWriter(
         cfg.dataset, spec, spec.control_rate_hz, resume=cfg.resume, overwrite=cfg.overwrite
     )
-    rate = cfg.rate_hz or (SOFTWARE_RENDER_RATE_HZ if cameras else spec.control_rate_hz)
+    slow = cameras and not cfg.lockstep  # real time, but slower than this machine renders
+    rate = cfg.rate_hz or (SOFTWARE_RENDER_RATE_HZ if slow else spec.control_rate_hz)
     address = processes.free_tcp_address()
     server = processes.start(
         ["serve", "--robot", "ogbench", "--env", name, "--address", address, "--cameras", *cameras,
          "--image-size", str(cfg.image_size), "--max-episode-steps", str(cfg.episode_steps),
-         "--rate-hz", str(rate)],
+         "--rate-hz", str(rate), *(["--lockstep"] if cfg.lockstep else [])],
         logs / "serve-collect.log",
     )
     if rate < spec.control_rate_hz:  # slower than real time on purpose: every tick is "late"

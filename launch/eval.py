@@ -19,8 +19,9 @@ and the policy's sampler noise is reseeded at every episode from (``seed + k``, 
 episode's outcome does not depend on which episodes ran before it, in which process. With a
 deterministic policy, ``--sim`` and a robot server running the same simulator give the same
 episodes (see ``tests/launch/test_eval.py``), as long as the server never had to hold
-(``held_ticks`` 0: the robot server runs in real time, and a command that misses its tick makes the
-robot hold once, which a lock-stepped simulation never does).
+(``held_ticks`` 0). A real-time server holds the robot on every tick whose command came too late
+(a loaded machine: ``eval.json`` then carries a warning); ``tether serve --lockstep`` (simulators)
+ticks as soon as the policy answers and holds only after a whole period without an answer.
 
 A ``policy.pt`` checkpoint is exported to ``OUT/policy.onnx`` first (``tether export``, parity
 checked) and evaluated as ONNX: one code path runs every policy, at the cost of torch in this

@@ -61,10 +61,15 @@ class ServeConfig:
     """Allow a non-loopback address without keys."""
     lockstep: bool = False
     """Simulators: tick as soon as the controller answers (faster than real time, no lost ticks)."""
+    randomize: str | None = None
+    """--robot arm only: domain randomization per episode, a preset (none, default, reality_gap:
+    the stand-in real robot) or a JSON file (tether.sim.randomization)."""
 
 
 def make_robot(cfg: ServeConfig):
     """The driver named by ``cfg.robot``, with latency and noise when asked for."""
+    if cfg.randomize is not None and cfg.robot != "arm":
+        raise UsageError("--randomize is for --robot arm")
     if cfg.robot == "pointmass":
         robot = PointMassRobot(cfg.rate_hz or 100.0, cfg.max_episode_steps)
     elif cfg.robot == "dynamixel":
@@ -80,9 +85,13 @@ def make_robot(cfg: ServeConfig):
         from tether.robot.drivers.arm import ArmRobot
 
         tasks = ("reach", "push") if cfg.tasks == DEFAULT_TASKS else cfg.tasks
-        robot = ArmRobot(
-            tasks, cfg.action_mode, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size
-        )
+        from tether.sim.randomization import UnknownPresetError
+
+        try:
+            robot = ArmRobot(tasks, cfg.action_mode, cfg.max_episode_steps, True, cfg.cameras,
+                             cfg.image_size, randomize=cfg.randomize)
+        except UnknownPresetError as e:
+            raise UsageError(str(e)) from e
     elif cfg.robot == "ogbench":
         from tether.launch import UsageError
         from tether.robot.drivers.ogbench import OGBenchRobot

@@ -216,54 +216,91 @@ _PITCH_ROW = PITCH_WEIGHT * np.array([0.0, 1.0, 1.0, 1.0])
 _DAMPING_I = IK_DAMPING**2 * np.eye(4)
 
 
-def ik_delta(scene: Scene, data: mujoco.MjData, delta: np.ndarray) -> np.ndarray:
-    """Joint displacement (rad, (4,)) that moves the tool point by ``delta`` (m, (3,)).
+def ik_delta_batch(jacp: np.ndarray, q: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Joint displacements (rad, (N, 4)) that move N tool points by ``delta`` (m, (N, 3)).
 
     Damped least squares (Wampler 1986; Buss 2004, "Introduction to inverse kinematics with
     Jacobian transpose, pseudoinverse and damped least squares methods", eq. 11):
-    ``dq = J^T (J J^T + lambda^2 I)^-1 e`` on the site Jacobian from ``mujoco.mj_jacSite`` at the
-    measured configuration, stacked with one row that holds the tool pitch at ``TOOL_PITCH``: the
-    three pitch axes are parallel, so the pitch is joint2 + joint3 + joint4. The damping keeps
-    ``dq`` bounded at the edge of the workspace, where the position rows lose rank.
+    ``dq = J^T (J J^T + lambda^2 I)^-1 e`` on the arm joints' columns of the site Jacobian
+    (``jacp``, (N, 3, 4), from ``mujoco.mj_jacSite`` at the measured configurations ``q``, rad
+    (N, 4)), stacked with one row that holds the tool pitch at ``TOOL_PITCH``: the three pitch axes
+    are parallel, so the pitch is joint2 + joint3 + joint4. The damping keeps ``dq`` bounded at the
+    edge of the workspace, where the position rows lose rank.
+
+    One batched solve serves the single env (N = 1) and the vectorized env alike, so both compute
+    bit-identical targets.
+    """
+    n = delta.shape[0]
+    jac = np.empty((n, 4, 4))
+    jac[:, :3] = jacp
+    jac[:, 3] = _PITCH_ROW
+    err = np.empty((n, 4, 1))
+    err[:, :3, 0] = delta
+    err[:, 3, 0] = PITCH_WEIGHT * (TOOL_PITCH - q[:, 1:].sum(axis=1))
+    jac_t = jac.transpose(0, 2, 1)
+    return (jac_t @ np.linalg.solve(jac @ jac_t + _DAMPING_I, err))[:, :, 0]
+
+
+def arm_jacobian(scene: Scene, data: mujoco.MjData) -> np.ndarray:
+    """The tool point's translational Jacobian over the arm joints (m/rad, (3, 4)).
+
+    Needs ``data``'s kinematics up to date (``mj_kinematics`` and ``mj_comPos``).
+    """
+    jacp = np.zeros((3, scene.model.nv))
+    mujoco.mj_jacSite(scene.model, data, jacp, None, scene.ee_site)
+    return jacp[:, scene.dof_adr]
+
+
+def ik_delta(scene: Scene, data: mujoco.MjData, delta: np.ndarray) -> np.ndarray:
+    """Joint displacement (rad, (4,)) that moves the tool point by ``delta`` (m, (3,)):
+    ``ik_delta_batch`` on the Jacobian at ``data``'s measured configuration.
 
     Needs ``data``'s kinematics up to date (``mj_kinematics`` and ``mj_comPos``, as after
     ``step`` and ``reset``).
     """
-    jacp = np.zeros((3, scene.model.nv))
-    mujoco.mj_jacSite(scene.model, data, jacp, None, scene.ee_site)
-    jac = np.empty((4, 4))
-    jac[:3] = jacp[:, scene.dof_adr]
-    jac[3] = _PITCH_ROW
-    err = np.empty(4)
-    err[:3] = delta
-    err[3] = PITCH_WEIGHT * (TOOL_PITCH - data.qpos[scene.qpos_adr[1:]].sum())
-    return jac.T @ np.linalg.solve(jac @ jac.T + _DAMPING_I, err)
+    q = data.qpos[scene.qpos_adr]
+    return ik_delta_batch(arm_jacobian(scene, data)[None], q[None], np.asarray(delta)[None])[0]
+
+
+def joint_targets_batch(
+    ctrl: np.ndarray, q: np.ndarray, ee: np.ndarray, jacp: np.ndarray, action: np.ndarray,
+    action_mode: str,
+) -> np.ndarray:
+    """Joint position targets (rad, (N, 4)) for N arms, within every limit.
+
+    Args:
+        ctrl: current targets (rad, (N, 4)); q: measured joint angles (rad, (N, 4));
+        ee: tool points (m, (N, 3)); jacp: Jacobians over the arm joints (m/rad, (N, 3, 4));
+        action: (N, 4) joint targets in rad, or (N, 3) tool displacements in m (``action_mode``).
+
+    ``joint``: the action itself; ``ee_delta``: the current targets plus ``ik_delta_batch`` of the
+    displacement, which is first cut so the tool point stays in the workspace box. Then: joint
+    limits, at most ``MAX_JOINT_STEP`` from the current targets (velocity limit) and at most
+    ``MAX_LEAD`` from the measured angles.
+    """
+    action = np.asarray(action, dtype=np.float64)
+    if action_mode == "joint":
+        target = action
+    else:
+        # np.minimum/np.maximum: np.clip's dispatch costs more than the arithmetic on small arrays
+        delta = np.minimum(np.maximum(action, -MAX_EE_STEP), MAX_EE_STEP)
+        delta = np.minimum(np.maximum(ee + delta, _WS_LOW), _WS_HIGH) - ee
+        target = ctrl + ik_delta_batch(jacp, q, delta)
+    target = np.minimum(np.maximum(target, ctrl - MAX_JOINT_STEP), ctrl + MAX_JOINT_STEP)
+    target = np.minimum(np.maximum(target, q - MAX_LEAD), q + MAX_LEAD)
+    return np.minimum(np.maximum(target, JOINT_LOW), JOINT_HIGH)
 
 
 def joint_targets(
     scene: Scene, data: mujoco.MjData, action: np.ndarray, action_mode: str
 ) -> np.ndarray:
-    """The joint position targets (rad, (4,)) that ``action`` asks for, within every limit.
-
-    ``joint``: the action itself; ``ee_delta``: the current targets plus ``ik_delta`` of the
-    displacement, which is first cut so the tool point stays in the workspace box. Then: joint
-    limits, at most ``MAX_JOINT_STEP`` from the current targets (velocity limit) and at most
-    ``MAX_LEAD`` from the measured angles.
-    """
-    current = data.ctrl[:4].copy()
-    q = data.qpos[scene.qpos_adr]
-    action = np.asarray(action, dtype=np.float64)
-    if action_mode == "joint":
-        target = action
-    else:
-        ee = data.site_xpos[scene.ee_site]
-        # np.minimum/np.maximum: np.clip's dispatch costs more than the arithmetic on 3-4 values
-        delta = np.minimum(np.maximum(action, -MAX_EE_STEP), MAX_EE_STEP)
-        delta = np.minimum(np.maximum(ee + delta, _WS_LOW), _WS_HIGH) - ee
-        target = current + ik_delta(scene, data, delta)
-    target = np.minimum(np.maximum(target, current - MAX_JOINT_STEP), current + MAX_JOINT_STEP)
-    target = np.minimum(np.maximum(target, q - MAX_LEAD), q + MAX_LEAD)
-    return np.minimum(np.maximum(target, JOINT_LOW), JOINT_HIGH)
+    """The joint position targets (rad, (4,)) that ``action`` asks for: ``joint_targets_batch``
+    of one arm in ``data``."""
+    jacp = arm_jacobian(scene, data)[None] if action_mode == "ee_delta" else None
+    return joint_targets_batch(
+        data.ctrl[None, :4], data.qpos[scene.qpos_adr][None], data.site_xpos[scene.ee_site][None],
+        jacp, np.asarray(action)[None], action_mode,
+    )[0]
 
 
 def step(scene: Scene, data: mujoco.MjData, action: np.ndarray, action_mode: str) -> None:

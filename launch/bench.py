@@ -1,6 +1,7 @@
-"""``tether bench loop|record|policy``: benchmarks of the deployment path, each with its baselines.
+"""``tether bench loop|record|policy|sim``: benchmarks of the deployment path and of the vectorized
+simulation, each with its baselines.
 
-``record`` is in ``bench_record.py``, ``policy`` in ``bench_policy.py``. ``loop`` measures the timing of the robot link with a policy
+``record`` is in ``bench_record.py``, ``policy`` in ``bench_policy.py``, ``sim`` in ``bench_sim.py``. ``loop`` measures the timing of the robot link with a policy
 in the loop, and its baselines.
 
 A point-mass robot server runs in its own process at ``--rate``; this process plays the policy
@@ -33,6 +34,8 @@ from tether.launch.bench_policy import PolicyBench, bench_policy
 from tether.launch.bench_policy import print_result as print_policy
 from tether.launch.bench_record import RecordBench, bench_record
 from tether.launch.bench_record import print_result as print_record
+from tether.launch.bench_sim import SimBench, bench_sim
+from tether.launch.bench_sim import print_result as print_sim
 from tether.robot.client import RobotClient
 
 
@@ -162,21 +165,23 @@ def bench_loop(cmd: LoopBench) -> dict:
 
 @dataclass
 class BenchCommand:
-    """Benchmarks: the control loop (rate, jitter, policy latency), recording (dropped frames), or
-    a policy's inference (ms per action, onnxruntime vs torch)."""
+    """Benchmarks: the control loop (rate, jitter, policy latency), recording (dropped frames),
+    a policy's inference (ms per action, onnxruntime vs torch), or the vectorized sim (env
+    steps/s vs SyncVectorEnv and raw MuJoCo)."""
 
     bench: tyro.conf.OmitArgPrefixes[tyro.conf.OmitSubcommandPrefixes[Union[
         Annotated[LoopBench, tyro.conf.subcommand("loop")],
         Annotated[RecordBench, tyro.conf.subcommand("record")],
         Annotated[PolicyBench, tyro.conf.subcommand("policy")],
+        Annotated[SimBench, tyro.conf.subcommand("sim")],
     ]]]
 
 
 def main(command: BenchCommand) -> None:
     cmd = command.bench
-    if isinstance(cmd, (RecordBench, PolicyBench)):
-        run, show = ((bench_record, print_record) if isinstance(cmd, RecordBench)
-                     else (bench_policy, print_policy))
+    if isinstance(cmd, (RecordBench, PolicyBench, SimBench)):
+        run, show = {RecordBench: (bench_record, print_record), PolicyBench: (bench_policy, print_policy),
+                     SimBench: (bench_sim, print_sim)}[type(cmd)]
         result = run(cmd)
         print(json.dumps(result, indent=2)) if cmd.json else show(result)
         return

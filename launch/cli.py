@@ -14,6 +14,7 @@ from tether.launch import bench, collect, dataset, demo, eval as eval_verb, expo
 from tether.launch import launch_verb
 from tether.launch import label as label_verb
 from tether.launch import reward_model as reward_model_verb
+from tether.launch import train_sim
 
 VERBS = {
     "demo": (demo.DemoCommand, demo.main),
@@ -21,6 +22,7 @@ VERBS = {
     "collect": (collect.CollectConfig, collect.main),
     "teleop": (teleop.TeleopCommand, teleop.main),
     "train": (train.TrainCommand, train.main),
+    "train-sim": (train_sim.TrainSimCommand, train_sim.main),
     "export": (export.ExportCommand, export.main),
     "eval": (eval_verb.EvalCommand, eval_verb.main),
     "keys": (keys.KeysCommand, keys.main),

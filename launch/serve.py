@@ -68,6 +68,8 @@ class ServeConfig:
 
 def make_robot(cfg: ServeConfig):
     """The driver named by ``cfg.robot``, with latency and noise when asked for."""
+    from tether.launch import UsageError  # a local name here: the ogbench branch imports it too
+
     if cfg.randomize is not None and cfg.robot != "arm":
         raise UsageError("--randomize is for --robot arm")
     if cfg.robot == "pointmass":

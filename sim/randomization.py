@@ -367,7 +367,7 @@ class SignalPipes:
         num_envs: N.
         action_low, action_high: action limits ((A,), action units); noise is clipped to them and
             its std is ``action_noise`` x (high - low) / 2.
-        state_dim: S, the observation size.
+        state_dim: S, the observation size (17: the noise std follows ``STATE_NAMES``).
         max_latency, max_delay: the largest latency / delay any episode may draw (steps).
 
     Latency: the action applied at step t is the one given at step t - latency; before the first

@@ -115,10 +115,7 @@ def start_episode(runner, task: str, seed: int) -> None:
     ``PolicyRunner`` draws noise from one generator for its lifetime; reseeding per episode makes
     an episode independent of the ones before it (parallel workers, replays for videos).
     """
-    if not hasattr(runner, "_rng"):  # PolicyRunner's generator; fail loudly if it is renamed
-        raise AttributeError("PolicyRunner has no _rng to reseed: update start_episode")
-    runner.reset(task)
-    runner._rng = np.random.default_rng(noise_seed(seed, task))
+    runner.reset(task, seed=noise_seed(seed, task))
 
 
 def load_runner(cmd: EvalCommand, out: Path):

@@ -78,12 +78,15 @@ class PolicyRunner:
         """The goal is read from each observation (``observation.goal``), not set per task."""
         return self._goal_key is not None
 
-    def reset(self, task: str | None = None) -> None:
-        """Start an episode (clears the observation history); ``task`` sets a task goal.
+    def reset(self, task: str | None = None, seed: int | list[int] | None = None) -> None:
+        """Start an episode (clears the observation history); ``task`` sets a task goal;
+        ``seed`` reseeds the sampler noise, so the episode does not depend on the ones before it.
 
         Raises:
             ValueError: a task-goal policy was not trained on ``task``.
         """
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
         if self._goal_key is None:
             if task not in self.tasks:
                 raise ValueError(f"the policy knows tasks {self.tasks}, not {task!r}")

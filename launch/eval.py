@@ -64,8 +64,9 @@ class EvalCommand:
     """After compare: two or more eval folders (or their eval.json); the first is the baseline."""
     robot: str | None = None
     """Address of a running robot server (tether serve); default tcp://127.0.0.1:5555."""
-    sim: Literal["metaworld", "pointmass"] | None = None
-    """Evaluate directly in this simulator, no robot server (lock-stepped, same safety layer)."""
+    sim: Literal["metaworld", "pointmass", "ogbench:scene", "ogbench:cube-single"] | None = None
+    """Evaluate directly in this simulator, no robot server (lock-stepped, same safety layer).
+    OGBench: its 5 evaluation goals (task1..task5) for a goal-observation policy."""
     num_envs: int = 1
     """With --sim: episodes run in parallel in this many worker processes."""
     operator: bool = False
@@ -74,7 +75,8 @@ class EvalCommand:
     out: Path = Path("runs/eval")
     """Output folder (eval.json, eval.md, eval.png, videos/); for compare: compare.*."""
     tasks: tuple[str, ...] = ()
-    """Tasks to evaluate; default: every task of the policy."""
+    """Tasks to evaluate; default: every task of the policy (for a policy conditioned on goal
+    observations: every evaluation goal of the simulator or robot)."""
     episodes: int = 20
     """Episodes per task."""
     seed: int = 1_000_000
@@ -86,8 +88,9 @@ class EvalCommand:
     """With --sim: camera to film (default: MetaWorld's corner; the point mass has none)."""
     image_size: int = 128
     """With --sim: video resolution in pixels (square)."""
-    max_episode_steps: int = 500
-    """With --sim: episode limit in control ticks (as tether serve --max-episode-steps)."""
+    max_episode_steps: int | None = None
+    """With --sim: episode limit in control ticks (as tether serve --max-episode-steps); default:
+    the benchmark's (OGBench: 200 cube-single, 750 scene), else 500."""
     alpha: float = 0.05
     """For compare: significance level of the two-sided Fisher exact test."""
     client_key: Path | None = None
@@ -139,10 +142,29 @@ def load_runner(cmd: EvalCommand, out: Path):
         checkpoint = path
         path, _, _ = export(ExportCommand(checkpoint, out / "policy.onnx"))
     runner = PolicyRunner(path, seed=cmd.seed)
-    unknown = [t for t in cmd.tasks if t not in runner.tasks]
+    # a goal-observation policy is not tied to task names: the robot's goals say what to do
+    unknown = [] if runner.goal_conditioned_on_observations else [t for t in cmd.tasks if t not in runner.tasks]
     if unknown:
         raise UsageError(f"--tasks {' '.join(unknown)}: the policy knows only {' '.join(runner.tasks)}")
     return runner, path, checkpoint
+
+
+def eval_tasks(cmd: EvalCommand, runner, robot_spec) -> list[str]:
+    """The tasks to evaluate: ``--tasks``, else the policy's; a policy conditioned on goal
+    observations is evaluated on the robot's evaluation goals (its tasks but ``play``).
+
+    Raises:
+        UsageError: a goal-observation policy and a robot without evaluation goals.
+    """
+    if cmd.tasks:
+        return list(cmd.tasks)
+    if not runner.goal_conditioned_on_observations:
+        return list(runner.tasks)
+    goals = [t for t in robot_spec.tasks if t != "play"]
+    if not goals:
+        raise UsageError("the policy is conditioned on goal observations and the robot lists no "
+                         "evaluation goals: pass --tasks")
+    return goals
 
 
 def video_name(task: str, episode: dict) -> str:
@@ -364,15 +386,15 @@ def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
 
     cmd.out.mkdir(parents=True, exist_ok=True)
     runner, onnx_path, checkpoint = load_runner(cmd, cmd.out)
-    tasks = list(cmd.tasks or runner.tasks)
     address = cmd.robot or DEFAULT_ROBOT
-    total = len(tasks) * cmd.episodes
     episodes: list[dict] = []
     latencies: list[float] = []
     link = LinkStats()
     quota = VideoQuota(cmd.videos_per_task)
     t0 = time.perf_counter()
     with RobotClient(address, spec=runner.spec, name="policy-runner", keys=robot_keys(cmd)) as client:
+        tasks = eval_tasks(cmd, runner, client.spec)
+        total = len(tasks) * cmd.episodes
         client.spec.check_policy(runner.spec, tuple(tasks))
         cameras = [k for k, f in client.spec.observation.items() if f.is_image]
         camera = cameras[0] if cameras and cmd.videos_per_task > 0 else None
@@ -440,7 +462,7 @@ def check_command(cmd: EvalCommand) -> str:
             raise UsageError("--sim evaluates without a robot server: drop --robot, or drop --sim")
         if cmd.operator:
             raise UsageError("--operator is for a robot server (hardware); it does not go with --sim")
-        if cmd.max_episode_steps < 1:
+        if cmd.max_episode_steps is not None and cmd.max_episode_steps < 1:
             raise UsageError(f"--max-episode-steps must be >= 1, got {cmd.max_episode_steps}")
         return "sim"
     if cmd.num_envs != 1:

@@ -23,6 +23,7 @@ arm tasks) needs a small adapter to ``Observation`` (state under ``observation.s
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ import numpy as np
 
 from tether.launch import UsageError
 from tether.launch.eval import (
-    EvalCommand, choose_videos, load_runner, start_episode, summarize, video_name, write_results,
+    EvalCommand, choose_videos, eval_tasks, load_runner, start_episode, summarize, video_name,
+    write_results,
 )
 from tether.robot.driver import Observation, Robot
 from tether.robot.safety import SafetyFilter, SafetyViolation
@@ -101,11 +103,15 @@ class DriverEnv:
         self.robot.disconnect()
 
 
+DEFAULT_MAX_EPISODE_STEPS = 500
+
+
 def _metaworld(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: str | None) -> EvalEnv:
     from tether.robot.drivers.metaworld import MetaWorldRobot
 
     cameras = () if camera is None else (camera,)
-    return DriverEnv(MetaWorldRobot(tuple(tasks), sim.max_episode_steps, True, cameras, sim.image_size))
+    steps = sim.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
+    return DriverEnv(MetaWorldRobot(tuple(tasks), steps, True, cameras, sim.image_size))
 
 
 def _pointmass(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: str | None) -> EvalEnv:
@@ -113,13 +119,29 @@ def _pointmass(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: 
 
     # The point mass integrates one control period per tick: its dynamics follow the rate, which
     # is the policy's (tether serve --robot pointmass --rate-hz R gives the same robot).
-    return DriverEnv(PointMassRobot(policy_spec.control_rate_hz, sim.max_episode_steps))
+    return DriverEnv(PointMassRobot(policy_spec.control_rate_hz,
+                                    sim.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS))
+
+
+def _ogbench(name: str) -> Callable[..., EvalEnv]:
+    """OGBench's evaluation goals (task1..task5), each episode ending at success or OGBench's
+    horizon (Park et al., 2024)."""
+
+    def factory(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: str | None) -> EvalEnv:
+        from tether.robot.drivers.ogbench import OGBenchRobot
+
+        cameras = () if camera is None else (camera,)
+        return DriverEnv(OGBenchRobot(name, cameras, sim.image_size, eval_steps=sim.max_episode_steps))
+
+    return factory
 
 
 # name -> (factory, default camera for videos or None)
 SIMS: dict[str, tuple[Callable[..., EvalEnv], str | None]] = {
     "metaworld": (_metaworld, "corner"),
     "pointmass": (_pointmass, None),
+    "ogbench:scene": (_ogbench("scene"), "front_pixels"),
+    "ogbench:cube-single": (_ogbench("cube-single"), "front_pixels"),
 }
 
 
@@ -130,7 +152,7 @@ class SimSetup:
     sim: str
     onnx: str
     tasks: tuple[str, ...]
-    max_episode_steps: int
+    max_episode_steps: int | None  # None: the simulator's own horizon
     image_size: int
 
 
@@ -213,15 +235,17 @@ def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
 
     cmd.out.mkdir(parents=True, exist_ok=True)
     runner, onnx_path, checkpoint = load_runner(cmd, cmd.out)
-    tasks = list(cmd.tasks or runner.tasks)
     factory, default_camera = SIMS[cmd.sim]
     camera = cmd.camera or default_camera
     if cmd.camera is not None and default_camera is None:
         raise UsageError(f"--camera {cmd.camera}: the {cmd.sim} simulator has no cameras")
+    tasks = list(cmd.tasks or runner.tasks)
     setup = SimSetup(cmd.sim, str(onnx_path), tuple(tasks), cmd.max_episode_steps, cmd.image_size)
     # Check the policy against the simulated robot here, before any worker starts.
     _worker["runner"] = runner
     _, env = _get(setup, None)
+    tasks = eval_tasks(cmd, runner, env.spec)
+    setup = dataclasses.replace(setup, tasks=tuple(tasks))
     env.spec.check_policy(runner.spec, tuple(tasks))
     if camera is not None and cmd.videos_per_task > 0:
         key = f"observation.images.{camera}"

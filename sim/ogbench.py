@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -187,6 +188,9 @@ def make_env(name: str, mode: Literal["task", "data_collection"] = "task", seed:
     import gymnasium
 
     check_env(name)
+    # OGBench builds float64 Box bounds that gymnasium casts to the float32 spaces it declares:
+    # nothing tether uses is lost, and the warning would repeat in every eval worker.
+    warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32")
     env = _spares.pop((name, mode), None)
     if env is None:
         cls = _env_class(name)

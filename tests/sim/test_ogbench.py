@@ -148,6 +148,19 @@ def test_collect_cube_single_writes_a_readable_dataset_with_video(tmp_path):
     with pytest.raises(UsageError, match="--env takes metaworld or ogbench:NAME"):
         ogbench_env(CollectConfig(dataset=None, env="dmc:walker"))
 
+    # The play data trains a goal-observation policy that tether eval runs on OGBench's goals.
+    import json
+
+    from tether.launch.cli import main as cli
+
+    cli(["train", str(root), "--out", str(tmp_path / "run"), "--algo", "gcbc", "--goal.kind",
+         "hindsight", "--beso.d-model", "16", "--beso.n-layers", "1", "--beso.n-heads", "2",
+         "--optim.steps", "5", "--optim.batch-size", "8", "--optim.warmup-steps", "1"])
+    cli(["eval", str(tmp_path / "run" / "policy.pt"), "--sim", "ogbench:cube-single", "--episodes",
+         "1", "--max-episode-steps", "3", "--videos-per-task", "0", "--out", str(tmp_path / "eval")])
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert sorted(result["tasks"]) == [f"task{i}" for i in range(1, 6)]
+
 
 def test_evaluate_runs_a_policy_on_the_goals_and_writes_videos(tmp_path):
     seen = []

@@ -286,7 +286,9 @@ class Recorder:
             return t
         period = 1.0 / self.writer.fps
         last = self._last_tick
-        if last is not None and last[0] == state["episode"] and state["t"] - last[1] > 1.5 * period:
+        lockstep = state["timing"].get("lockstep", False)  # ticks follow the controller, not a clock
+        if (last is not None and not lockstep and last[0] == state["episode"]
+                and state["t"] - last[1] > 1.5 * period):
             self.stats.late_ticks += 1  # (a reset may take longer than a tick: not counted)
             self._warn_below_fps()
         self._last_tick = (state["episode"], state["t"])

@@ -380,6 +380,7 @@ class RobotServer:
                     "compute_s": time.perf_counter() - start,
                     "command_age_s": None if command is None else time.monotonic() - command.received,
                     "command_latency_s": None if command is None else command.latency,
+                    "lockstep": self.lockstep,
                 },
             ),
             copy=False,

@@ -104,3 +104,19 @@ def test_mlp_policy_exports_with_parity(tmp_path):
     assert runner.meta["kind"] == "mlp" and runner.window == 1
     runner.reset("reach-v3")
     assert runner.act({"observation.state": np.zeros(39, np.float32)}).shape == (4,)
+
+
+def test_export_overrides_the_sampler_of_a_trained_beso(tmp_path):
+    from tether.launch.cli import main as cli
+    from tether.policies.checkpoint import save_policy
+    from tether.robot.drivers.pointmass import pointmass_spec
+
+    model = Beso(BesoConfig(d_model=16, n_layers=1, n_heads=2), 4, 2, 1).eval()
+    identity = Normalizer(np.zeros(4, np.float32), np.ones(4, np.float32),
+                          np.zeros(2, np.float32), np.ones(2, np.float32))
+    ckpt = save_policy(tmp_path / "policy.pt", model, identity, ["reach-origin"], pointmass_spec(50.0))
+    cli(["export", str(ckpt), "--num-steps", "10", "--guidance-weight", "0", "--sampler",
+         "euler_ancestral", "--out", str(tmp_path / "p.onnx")])
+    meta = json.loads({p.key: p.value for p in onnx.load(tmp_path / "p.onnx").metadata_props}["tether.policy"])
+    assert (meta["num_steps"], meta["guidance_weight"], meta["sampler"]) == (10, 0.0, "euler_ancestral")
+    assert meta["noise_length"] == 11 * 2  # a draw per step plus the first, for the T = 2 window

@@ -8,8 +8,9 @@
     tether train DATASET --algo iql --reward reward.vlm       # IQL on a relabelled reward
     tether train DATASET --algo iql --reward next.reward      # IQL on the recorded reward
     tether train DATASET --algo bc                            # BC, the baseline, same network
+    tether train DATASET --algo calql --reward next.reward    # Cal-QL, to fine-tune online later
 
-BESO and GCBC write ``policy.pt`` (``tether export`` makes the ONNX file). IQL and BC (see
+BESO and GCBC write ``policy.pt`` (``tether export`` makes the ONNX file). IQL, BC and Cal-QL (see
 ``tether.policies.offline``) write ``policy.pt`` and ``policy.onnx`` at once, parity-checked, ready
 for ``tether eval policy.onnx --robot ADDRESS``.
 """
@@ -23,30 +24,34 @@ from typing import Callable, Literal
 
 import tyro
 
-from tether.policies.configs import BesoConfig, GoalConfig, IqlConfig, TrainConfig
+from tether.policies.configs import BesoConfig, CalQlConfig, GoalConfig, IqlConfig, TrainConfig
 
 
 @dataclass
 class TrainCommand:
-    """Train a policy on a dataset: BESO (default), IQL (offline RL) or BC."""
+    """Train a policy on a dataset: BESO (default), IQL or Cal-QL (offline RL) or BC."""
 
     dataset: tyro.conf.Positional[Path]
     """A tether / LeRobotDataset v3.0 folder with observation.state and action."""
     out: Path = Path("runs/train")
     """Output folder: config.json, checkpoints/, policy.pt, learning_curve.png."""
-    algo: Literal["beso", "gcbc", "iql", "bc"] = "beso"
+    algo: Literal["beso", "gcbc", "iql", "bc", "calql"] = "beso"
     """beso: goal-conditioned diffusion (Reuss et al. 2023); gcbc: goal-conditioned behaviour
     cloning on BESO's network; iql: implicit Q-learning (Kostrikov et al. 2022); bc: behaviour
-    cloning with IQL's actor network."""
+    cloning with IQL's actor network; calql: calibrated CQL on SAC (Nakamoto et al. 2023), the
+    pre-training for tether finetune."""
     reward: str | None = None
-    """iql: reward column, next.reward, reward.NAME (tether reward-model --relabel) or constant;
-    shorthand for --iql.reward."""
+    """iql, calql: reward column, next.reward, reward.NAME (tether reward-model --relabel) or
+    constant; shorthand for --iql.reward."""
     beso: BesoConfig = field(default_factory=BesoConfig)
     """BESO's settings; GCBC uses its network settings (window, action horizon, size)."""
     goal: GoalConfig = field(default_factory=GoalConfig)
     """BESO/GCBC goals: task one-hot, or hindsight (a later state of the episode: play data)."""
     iql: IqlConfig = field(default_factory=IqlConfig)
-    """IQL and BC settings (BC uses the actor's: hidden, actor, encoder, camera, channels)."""
+    """IQL and BC settings (BC uses the actor's: hidden, actor, encoder, camera, channels); Cal-QL
+    reads its data settings here (reward, reward-normalization, reward-shift, terminal)."""
+    calql: CalQlConfig = field(default_factory=CalQlConfig)
+    """Cal-QL settings (CQL weight, sampled actions, the SAC underneath)."""
     optim: TrainConfig = field(default_factory=TrainConfig)
     resume: bool = False
     """Continue from out/checkpoints/last.pt."""
@@ -92,7 +97,7 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
 
 
 def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | None = None):
-    """Train IQL or BC as ``cmd`` says; returns ``tether.policies.offline.OfflineRun``.
+    """Train IQL, BC or Cal-QL as ``cmd`` says; returns ``tether.policies.offline.OfflineRun``.
 
     Raises:
         tether.robot.dataset.DatasetError: unreadable dataset, unknown reward column or camera.
@@ -107,16 +112,16 @@ def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | 
     config = {**asdict(cmd), "iql": asdict(cfg)}
     (cmd.out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     return train_offline(cmd.dataset, cmd.algo, cfg, cmd.optim, cmd.out, on_step=on_step,
-                         resume=cmd.resume, cache_dir=cmd.cache_dir)
+                         resume=cmd.resume, cache_dir=cmd.cache_dir, calql=cmd.calql)
 
 
 def main(cmd: TrainCommand) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if cmd.algo != "iql" and cmd.reward is not None:
+    if cmd.algo not in ("iql", "calql") and cmd.reward is not None:
         from tether.launch import UsageError
 
-        raise UsageError(f"--reward is for --algo iql (--algo {cmd.algo} imitates and reads no reward)")
+        raise UsageError(f"--reward is for --algo iql or calql (--algo {cmd.algo} imitates and reads no reward)")
     from tether.policies.train import distributed_rank
 
     rank, world = distributed_rank()
@@ -133,6 +138,6 @@ def main(cmd: TrainCommand) -> None:
     if cmd.algo in ("beso", "gcbc"):
         print(f"trained on {frames} frames in {result.seconds:.0f} s on {world} process(es) -> {path}")
         return
-    reward = run.report["reward"]["column"] if cmd.algo == "iql" else "none (BC)"
+    reward = run.report["reward"]["column"] if cmd.algo != "bc" else "none (BC)"
     print(f"{cmd.algo} on {run.transitions} transitions (reward {reward}) in {run.result.seconds:.0f} s -> "
           f"{run.checkpoint}, {run.onnx} (max |onnx - torch| = {run.parity:.1e})")

@@ -4,7 +4,7 @@ be built from them on a machine without torch."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -147,3 +147,85 @@ class IqlConfig:
     """Camera for ``encoder=image``; default: the dataset's first."""
     channels: tuple[int, ...] = (16, 32, 32, 32)
     """CNN channels of the image encoder (stride 2 each)."""
+
+
+@dataclass
+class SacConfig:
+    """Soft actor-critic with a critic ensemble (Haarnoja et al., 2018; the ensemble, LayerNorm
+    and random-subset minimum of RLPD, Ball et al., ICML 2023, and WSRL, Zhou et al., ICLR 2025;
+    see ``tether.policies.sac``)."""
+
+    hidden: tuple[int, ...] = (128, 128)
+    """Widths of the actor's and every critic's MLP (the papers use 256; 128 keeps an update of
+    10 critics near 20 ms on one CPU core, so UTD 4 keeps up with a 10 Hz robot)."""
+    critics: int = 10
+    """Critic ensemble size E (RLPD, WSRL: 10)."""
+    subset: int = 2
+    """Target critics the TD target takes the minimum over, drawn at random per update (RLPD: 2
+    of 10); ``subset == critics`` is clipped double Q over all."""
+    layer_norm: bool = True
+    """LayerNorm after every hidden layer of the critics (RLPD: limits Q extrapolation)."""
+    discount: float = 0.99
+    tau: float = 0.005
+    """Polyak rate of the target critics (after every optimizer step)."""
+    init_temperature: float = 1.0
+    """Initial entropy temperature alpha (learned to reach ``target_entropy``)."""
+    target_entropy: float | None = None
+    """Entropy the temperature is tuned for; default -A/2 (RLPD, WSRL; SAC's -A is stricter)."""
+    backup_entropy: bool = True
+    """Subtract alpha log pi(a'|s') in the TD target (soft Q-learning)."""
+    actor_every: int = 1
+    """Actor and temperature updated on one ``loss`` call in this many (RLPD: once per env step,
+    i.e. ``utd``); critics every call."""
+    utd: int = 4
+    """Update-to-data ratio: gradient updates per environment transition (WSRL: 4; RLPD: 20)."""
+
+
+@dataclass
+class CalQlConfig:
+    """Calibrated Q-learning (Nakamoto et al., "Cal-QL: Calibrated Offline RL Pre-Training for
+    Efficient Online Fine-Tuning", NeurIPS 2023; see ``tether.policies.calql``): CQL on top of SAC
+    whose pushed-down Q-values are clipped from below by the data's Monte-Carlo return-to-go."""
+
+    sac: SacConfig = field(default_factory=lambda: SacConfig(critics=2, subset=2, layer_norm=True, utd=1))
+    """The SAC underneath (Cal-QL: twin critics; ``utd`` is unused offline)."""
+    alpha: float = 5.0
+    """Weight of the CQL regularizer (Cal-QL's manipulation and AntMaze settings: 5)."""
+    actions: int = 10
+    """Sampled actions per state for the log-sum-exp (each: uniform, pi(.|s), pi(.|s'))."""
+    temperature: float = 1.0
+    """CQL temperature of the log-sum-exp."""
+    calibrated: bool = True
+    """Clip Q(s, a~pi) from below by the Monte-Carlo return (Cal-QL); False: plain CQL."""
+    mc_tail: Literal["repeat", "zero"] = "repeat"
+    """Return-to-go after a truncated episode's last frame: ``repeat`` its reward forever
+    (r / (1 - gamma), Cal-QL's treatment of unfinished sparse-reward episodes) or ``zero``."""
+
+
+@dataclass
+class OnlineConfig:
+    """Online fine-tuning on a robot (``tether finetune``; ``tether.policies.learner``).
+
+    wsrl: warm-up with the frozen pre-trained policy, then SAC from online data only (Zhou et al.,
+    ICLR 2025). rlpd: SAC with every batch half offline data, half online (Ball et al., ICML 2023).
+    calql: Cal-QL's objective continued online, half offline data (Nakamoto et al., 2023).
+    """
+
+    algo: Literal["wsrl", "rlpd", "calql"] = "wsrl"
+    warmup_steps: int = 5_000
+    """WSRL: transitions collected with the frozen pre-trained policy before any update."""
+    offline_ratio: float = 0.5
+    """Share of each batch drawn from the offline (and intervention) buffer: rlpd and calql;
+    wsrl keeps no offline data (0)."""
+    batch_size: int = 256
+    lr: float = 3e-4
+    capacity: int = 1_000_000
+    """Online replay buffer size (transitions; the oldest are overwritten)."""
+    publish_every: int = 500
+    """Gradient updates between weight versions sent to the actor (ONNX)."""
+    intervention_penalty: float = 0.0
+    """RLIF (Luo et al., 2023): reward added on a transition where a human took over (e.g. -1);
+    0 keeps the task reward."""
+    intervention_demos: bool = True
+    """HIL-SERL: also store intervention transitions in the offline (demo) buffer."""
+    seed: int = 0

@@ -102,6 +102,15 @@ class ImageMlpGraph(_Graph):
         return self._out(self.model((obs - self.obs_mean) / self.obs_std, goal, image))
 
 
+class NoisyMlpGraph(_Graph):
+    """Raw observation window [B,1,S], goal [B,G], noise [B,1,A] -> action [B,A]: a stochastic
+    policy sampled inside the graph (``model.noise_input``, e.g. SAC's exploration policy), its
+    standard-normal noise drawn by the runner, so the robot explores with no torch."""
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self._out(self.model((obs - self.obs_mean) / self.obs_std, goal, noise))
+
+
 SEQUENCE_POLICIES = (Beso, Gcbc)
 
 
@@ -110,6 +119,8 @@ def _graph_class(model: nn.Module) -> type[_Graph]:
         return BesoGraph
     if isinstance(model, Gcbc):
         return GcbcGraph
+    if getattr(model, "noise_input", False):
+        return NoisyMlpGraph
     return ImageMlpGraph if getattr(model, "image_keys", ()) else MlpGraph
 
 
@@ -138,6 +149,8 @@ def policy_metadata(model: nn.Module, normalizer: Normalizer, tasks: list[str],
         meta["images"] = list(model.image_keys)
     if isinstance(model, SEQUENCE_POLICIES):
         meta["action_horizon"] = model.cfg.action_horizon
+    if getattr(model, "noise_input", False):  # samples its actions: N(0, I) noise [B, 1, A]
+        meta.update(noise_length=1, stochastic=True)
     if isinstance(model, Beso):
         meta.update(
             num_steps=model.cfg.num_steps, sampler=model.cfg.sampler, schedule=model.cfg.schedule,
@@ -156,6 +169,9 @@ def _example_inputs(model: nn.Module, normalizer: Normalizer, spec: RobotSpec, g
     names = ["obs", "goal"]
     if isinstance(model, Beso):
         example.append(torch.zeros(1, noise_draws(model.cfg) * model.length, a))
+        names.append("noise")
+    elif getattr(model, "noise_input", False):
+        example.append(torch.zeros(1, 1, a))
         names.append("noise")
     for key in getattr(model, "image_keys", ()):
         example.append(torch.zeros(1, *spec.observation[key].shape, dtype=torch.uint8))

@@ -1,5 +1,5 @@
 """Offline RL data and runs: transitions from a dataset with a chosen reward column, IQL or BC on
-them, the checkpoint, and the ONNX export (``tether train --algo iql|bc``).
+them, the checkpoint, and the ONNX export (``tether train --algo iql|bc|calql``).
 
 Transitions (s_t, a_t, r_t, s_{t+1}, d_t) come from consecutive frames of an episode: row t's
 ``observation.state`` and ``action``, its reward (``next.reward`` is the reward of the step taken
@@ -22,7 +22,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from tether.policies.configs import IqlConfig, TrainConfig
+from tether.policies.configs import CalQlConfig, IqlConfig, TrainConfig
 from tether.policies.data import Normalizer
 from tether.robot.dataset import Dataset, DatasetError, VideoCache
 from tether.robot.spec import RobotSpec
@@ -112,10 +112,12 @@ class Transitions:
         )
 
     def batches(self, ds: Dataset, normalizer: Normalizer, batch_size: int, seed: int = 0,
-                cache: VideoCache | None = None) -> Callable[[int], dict[str, torch.Tensor]]:
+                cache: VideoCache | None = None, columns: dict[str, np.ndarray] | None = None,
+                ) -> Callable[[int], dict[str, torch.Tensor]]:
         """A ``sample_batch(step)`` for ``tether.policies.train.train``: uniform transitions as
         ``obs``/``next_obs`` [B,1,S], ``actions`` [B,A], ``reward``/``done`` [B], ``goal`` [B,G]
-        (task one-hot), and for an image run ``image``/``next_image`` uint8 [B,H,W,3]."""
+        (task one-hot), for an image run ``image``/``next_image`` uint8 [B,H,W,3], and each of
+        ``columns`` (name -> float array [N] over frames, e.g. Cal-QL's ``mc_return``) as [B]."""
         obs = torch.from_numpy(normalizer.obs(self.obs).astype(np.float32))
         actions = torch.from_numpy(normalizer.action(self.actions).astype(np.float32))
         goals = torch.eye(len(self.tasks))[torch.from_numpy(self.task_index)]
@@ -129,12 +131,14 @@ class Transitions:
         from tether.policies.train import distributed_rank
 
         gen = torch.Generator().manual_seed(seed + 1_000_003 * distributed_rank()[0])
+        extra = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in (columns or {}).items()}
 
         def sample_batch(step: int) -> dict[str, torch.Tensor]:
             rows = starts[torch.randint(len(starts), (batch_size,), generator=gen)]
             nxt = next_row[rows]
             batch = {"obs": obs[rows, None], "next_obs": obs[nxt, None], "actions": actions[rows],
-                     "reward": reward[rows], "done": done[rows], "goal": goals[rows]}
+                     "reward": reward[rows], "done": done[rows], "goal": goals[rows],
+                     **{k: v[rows] for k, v in extra.items()}}
             if frames is not None:
                 both = frames.get(torch.cat([rows, nxt]).numpy(), None)[self.camera]
                 batch["image"] = torch.from_numpy(both[:batch_size])
@@ -144,23 +148,41 @@ class Transitions:
         return sample_batch
 
 
-def build_learner(algo: Literal["iql", "bc"], cfg: IqlConfig, obs_dim: int, action_dim: int, goal_dim: int,
-                  camera: str | None = None, image_shape: tuple[int, ...] | None = None) -> torch.nn.Module:
-    """An ``Iql`` or ``BehaviourCloning`` learner with ``cfg``'s networks."""
+def build_learner(algo: Literal["iql", "bc", "calql"], cfg: IqlConfig, obs_dim: int, action_dim: int, goal_dim: int,
+                  camera: str | None = None, image_shape: tuple[int, ...] | None = None,
+                  calql: CalQlConfig | None = None) -> torch.nn.Module:
+    """An ``Iql`` or ``BehaviourCloning`` learner with ``cfg``'s networks, or ``CalQl`` with
+    ``calql``'s (default ``CalQlConfig()``).
+
+    Raises:
+        ValueError: Cal-QL with an image encoder (it reads states only, for now).
+    """
     from tether.policies.bc import BehaviourCloning
     from tether.policies.iql import Iql
+
+    if algo == "calql":
+        from tether.policies.calql import CalQl
+
+        if camera is not None:
+            raise ValueError("calql reads observation.state only; use --iql.encoder state")
+        return CalQl(calql or CalQlConfig(), obs_dim, action_dim, goal_dim)
 
     cls = Iql if algo == "iql" else BehaviourCloning
     return cls(cfg, obs_dim, action_dim, goal_dim, camera, image_shape)
 
 
 def save_offline_policy(path: Path, algo: str, learner: torch.nn.Module, cfg: IqlConfig, dims: dict,
-                        normalizer: Normalizer, tasks: list[str], spec: RobotSpec) -> Path:
-    """Write the learner (pass the EMA weights) with what rebuilds it (atomically)."""
+                        normalizer: Normalizer, tasks: list[str], spec: RobotSpec,
+                        calql: CalQlConfig | None = None, reward_info: dict | None = None) -> Path:
+    """Write the learner (pass the EMA weights) with what rebuilds it (atomically); Cal-QL adds
+    its settings and the reward normalization (``Transitions.reward_info``), which online
+    fine-tuning applies to the robot's rewards."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"kind": algo, "config": asdict(cfg), "dims": dims, "normalizer": normalizer.to_dict(),
                "tasks": list(tasks), "spec": spec.to_dict(), "state_dict": learner.state_dict()}
+    if calql is not None:
+        payload.update(calql=asdict(calql), reward=reward_info)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -171,19 +193,28 @@ def load_offline_policy(path: Path | str):
     """Inverse of :func:`save_offline_policy`: (learner in eval mode, normalizer, tasks, spec).
 
     Raises:
-        ValueError: not an IQL or BC checkpoint.
+        ValueError: not an IQL, BC or Cal-QL checkpoint.
     """
     payload = torch.load(Path(path), weights_only=False, map_location="cpu")
-    if not isinstance(payload, dict) or payload.get("kind") not in ("iql", "bc"):
-        raise ValueError(f"{path} is not a tether IQL/BC checkpoint")
+    if not isinstance(payload, dict) or payload.get("kind") not in ("iql", "bc", "calql"):
+        raise ValueError(f"{path} is not a tether IQL/BC/Cal-QL checkpoint")
     c = payload["config"]
     cfg = IqlConfig(**{**c, "hidden": tuple(c["hidden"]), "channels": tuple(c["channels"])})
     dims = payload["dims"]
     learner = build_learner(payload["kind"], cfg, dims["obs_dim"], dims["action_dim"], dims["goal_dim"],
-                            dims.get("camera"), tuple(dims["image_shape"]) if dims.get("image_shape") else None)
+                            dims.get("camera"), tuple(dims["image_shape"]) if dims.get("image_shape") else None,
+                            calql_config(payload["calql"]) if "calql" in payload else None)
     learner.load_state_dict(payload["state_dict"])
     return (learner.eval(), Normalizer.from_dict(payload["normalizer"]), payload["tasks"],
             RobotSpec.from_dict(payload["spec"]))
+
+
+def calql_config(d: dict) -> CalQlConfig:
+    """``CalQlConfig`` from its ``asdict`` form (a checkpoint's)."""
+    from tether.policies.configs import SacConfig
+
+    sac = {**d["sac"], "hidden": tuple(d["sac"]["hidden"])}
+    return CalQlConfig(**{**d, "sac": SacConfig(**sac)})
 
 
 @dataclass
@@ -199,13 +230,15 @@ class OfflineRun:
 
 
 def train_offline(
-    dataset: Path | str, algo: Literal["iql", "bc"], cfg: IqlConfig, optim: TrainConfig, out: Path,
+    dataset: Path | str, algo: Literal["iql", "bc", "calql"], cfg: IqlConfig, optim: TrainConfig, out: Path,
     on_step: Callable[[int, float], None] | None = None, resume: bool = False,
-    cache_dir: Path | None = None, tolerance: float = 1e-5,
+    cache_dir: Path | None = None, tolerance: float = 1e-5, calql: CalQlConfig | None = None,
 ) -> OfflineRun:
-    """Train IQL or BC on ``dataset`` and write ``out/``: ``policy.pt``, ``policy.onnx`` (with
-    normalization, action limits and the robot spec inside; torch/onnxruntime parity checked),
-    ``learning_curve.png``, ``train_history.json``, ``report.json``.
+    """Train IQL, BC or Cal-QL on ``dataset`` and write ``out/``: ``policy.pt``, ``policy.onnx``
+    (with normalization, action limits and the robot spec inside; torch/onnxruntime parity
+    checked), ``learning_curve.png``, ``train_history.json``, ``report.json``. Cal-QL (settings
+    ``calql``, data settings ``cfg``: reward column, normalization, terminals) adds each frame's
+    Monte-Carlo return-to-go of the normalized reward to its batches.
 
     Raises:
         DatasetError: unreadable dataset; RewardColumnError: see :class:`Transitions`.
@@ -225,7 +258,18 @@ def train_offline(
     dims = {"obs_dim": data.obs.shape[1], "action_dim": data.actions.shape[1], "goal_dim": len(data.tasks),
             "camera": data.camera, "image_shape": list(image_shape) if image_shape else None}
     torch.manual_seed(optim.seed)
-    learner = build_learner(algo, cfg, dims["obs_dim"], dims["action_dim"], dims["goal_dim"], data.camera, image_shape)
+    calql = (calql or CalQlConfig()) if algo == "calql" else None
+    learner = build_learner(algo, cfg, dims["obs_dim"], dims["action_dim"], dims["goal_dim"], data.camera, image_shape,
+                            calql)
+    columns = None
+    if calql is not None:
+        from tether.policies.calql import mc_returns
+
+        columns = {"mc_return": mc_returns(data.reward, data.done, data.next_row, calql.sac.discount, calql.mc_tail)}
+    if cfg.encoder_init is not None:  # V-PTR: start from an encoder pre-trained on video
+        from tether.policies.pretrained_encoder import init_image_encoders
+
+        init_image_encoders(learner, cfg.encoder_init, image_shape, cfg.freeze_encoder)
     cache = VideoCache(ds, cache_dir=cache_dir) if data.camera else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,9 +282,10 @@ def train_offline(
             on_step(step, loss)
 
     t0 = time.perf_counter()
-    result = train(learner, data.batches(ds, normalizer, optim.batch_size, optim.seed, cache), optim, out,
+    result = train(learner, data.batches(ds, normalizer, optim.batch_size, optim.seed, cache, columns), optim, out,
                    on_step=step_hook, resume=resume)
-    ckpt = save_offline_policy(out / "policy.pt", algo, result.ema, cfg, dims, normalizer, data.tasks, ds.spec)
+    ckpt = save_offline_policy(out / "policy.pt", algo, result.ema, cfg, dims, normalizer, data.tasks, ds.spec,
+                               calql, data.reward_info)
     actor = result.ema.actor.eval()
     onnx_path = export_policy(actor, normalizer, ds.spec, data.tasks, out / "policy.onnx")
     diff = parity(actor, normalizer, ds.spec, onnx_path, len(data.tasks))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 
@@ -147,6 +148,44 @@ class IqlConfig:
     """Camera for ``encoder=image``; default: the dataset's first."""
     channels: tuple[int, ...] = (16, 32, 32, 32)
     """CNN channels of the image encoder (stride 2 each)."""
+    encoder_init: Path | None = None
+    """``encoder.pt`` of ``tether pretrain-value`` (ICVF on video, V-PTR): initial weights of the
+    image encoder (``encoder=image``); its channels and frame size must match."""
+    freeze_encoder: bool = False
+    """With ``encoder_init``: keep the pre-trained encoder fixed instead of fine-tuning it."""
+
+
+@dataclass
+class IcvfConfig:
+    """Intention-conditioned value function settings (ICVF: Ghosh, Bhateja, Levine, "Reinforcement
+    Learning from Passive Data via Latent Intentions", ICML 2023; the values V-PTR uses, Bhateja,
+    Ghosh et al. 2023; see ``tether.policies.icvf``)."""
+
+    expectile: float = 0.9
+    """tau of the expectile regression, weighted by the sign of the intent's advantage."""
+    discount: float = 0.99
+    """gamma of the TD target and of the geometric future-goal offsets."""
+    tau: float = 0.005
+    """Polyak rate of the target network (after every optimizer step)."""
+    latent_dim: int = 64
+    """d: size of phi(s) and psi(g); T(z) is a d x d matrix."""
+    hidden: tuple[int, ...] = (256,)
+    """Widths of the phi, psi and T MLP heads on the image features."""
+    channels: tuple[int, ...] = (16, 32, 32, 32)
+    """CNN channels of the image encoder (stride 2 each); IQL's ``channels`` must match to reuse it."""
+    feature_dim: int = 64
+    """Output width of the image encoder (IQL's image encoder has 64)."""
+    image_size: int | None = None
+    """Frames are resized to image_size x image_size (OpenCV). None: a dataset camera keeps its
+    own size; videos become 64 x 64."""
+    p_random: float = 0.3
+    """Share of goals and intents drawn from any frame of the training episodes."""
+    p_future: float = 0.5
+    """Share drawn from later frames of the same episode (geometric offsets with ``discount``)."""
+    p_current: float = 0.2
+    """Share that is the frame itself (reward 0, no bootstrap)."""
+    val_fraction: float = 0.1
+    """Share of episodes held out for the value report (at least one)."""
 
 
 @dataclass

@@ -13,6 +13,7 @@ import tyro
 from tether.launch import bench, collect, dataset, demo, eval as eval_verb, export, keys, serve, teleop, train
 from tether.launch import launch_verb
 from tether.launch import label as label_verb
+from tether.launch import pretrain_value as pretrain_value_verb
 from tether.launch import reward_model as reward_model_verb
 from tether.launch import train_sim
 
@@ -31,6 +32,7 @@ VERBS = {
     "launch": (launch_verb.LaunchCommand, launch_verb.main),
     "label": (label_verb.LabelCommand, label_verb.main),
     "reward-model": (reward_model_verb.RewardModelCommand, reward_model_verb.main),
+    "pretrain-value": (pretrain_value_verb.PretrainValueCommand, pretrain_value_verb.main),
 }
 
 

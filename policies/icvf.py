@@ -28,6 +28,7 @@ Inputs are camera frames as they come, uint8 [B, H, W, 3] RGB.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -154,3 +155,20 @@ class Icvf(nn.Module):
         online = [*self.encoder.parameters(), *self.heads.parameters()]
         target = [*self.target["encoder"].parameters(), *self.target["heads"].parameters()]
         torch._foreach_lerp_(target, online, self.cfg.tau)
+
+
+def load_icvf(path: Path | str) -> tuple[Icvf, dict]:
+    """The value model ``tether pretrain-value`` wrote to ``icvf.pt`` (EMA weights, eval mode),
+    and the payload (``config``, ``image_shape`` (H, W, 3), ``preprocessing``).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not an ICVF checkpoint.
+    """
+    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("kind") != "icvf":
+        raise ValueError(f"{path} is not a tether ICVF checkpoint (tether pretrain-value writes OUT/icvf.pt)")
+    c = payload["config"]
+    cfg = IcvfConfig(**{**c, "hidden": tuple(c["hidden"]), "channels": tuple(c["channels"])})
+    model = Icvf(cfg)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload

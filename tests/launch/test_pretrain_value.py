@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from tether.launch.cli import main
+from tether.policies.icvf import load_icvf
 from tether.policies.pretrained_encoder import load_encoder
 from tether.robot.dataset import DatasetWriter
 from tether.robot.drivers.pointmass import TASK, pointmass_spec
 from tether.robot.spec import Feature, RobotSpec
-from tether.robot.video import write_mp4
+from tether.robot.video import read_mp4, write_mp4
 
 CAMERA = "observation.images.front"
 # a tiny network and a faster target network (tau 0.05): enough TD propagation in 300 steps
@@ -88,6 +89,10 @@ def test_icvf_on_videos_orders_held_out_frames_by_steps_to_go(tmp_path, capsys):
         assert (out / name).exists(), name
     encoder = load_encoder(out / "encoder.pt")
     assert encoder["channels"] == [8, 16] and encoder["image_shape"] == [32, 32, 3]
+    model, payload = load_icvf(out / "icvf.pt")  # the report's values come back from the checkpoint
+    episode = torch.from_numpy(read_mp4(videos / "ep00.mp4"))
+    v = model.value(episode, episode[-1:]).numpy()
+    assert v[-1] > v[0] and payload["image_shape"] == [32, 32, 3]
     assert "held-out Spearman rho" in capsys.readouterr().out
 
 

@@ -30,6 +30,14 @@ def frames(b: int, seed: int, size: int = 16) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (b, size, size, 3), dtype=np.uint8))
 
 
+def test_defaults_are_icvf_and_v_ptr_settings():
+    cfg = IcvfConfig()
+    assert (cfg.expectile, cfg.discount, cfg.tau) == (0.9, 0.99, 0.005)
+    icvf = GoalSampler.icvf(cfg.discount)
+    assert (cfg.p_random, cfg.p_future, cfg.p_current) == (icvf.p_random, icvf.p_future, icvf.p_current)
+    assert cfg.channels == IqlConfig().channels and cfg.feature_dim == 64  # transfers to IQL's encoder as is
+
+
 def test_multilinear_value_is_phi_T_psi():
     phi = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
     t = torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[0.0, 1.0], [1.0, 0.0]]])

@@ -11,7 +11,7 @@ import sys
 import tyro
 
 from tether.launch import bench, collect, dataset, demo, eval as eval_verb, export, keys, serve, teleop, train
-from tether.launch import launch_verb
+from tether.launch import finetune, launch_verb
 from tether.launch import label as label_verb
 from tether.launch import pretrain_value as pretrain_value_verb
 from tether.launch import reward_model as reward_model_verb
@@ -33,6 +33,7 @@ VERBS = {
     "label": (label_verb.LabelCommand, label_verb.main),
     "reward-model": (reward_model_verb.RewardModelCommand, reward_model_verb.main),
     "pretrain-value": (pretrain_value_verb.PretrainValueCommand, pretrain_value_verb.main),
+    "finetune": (finetune.FinetuneCommand, finetune.main),
 }
 
 

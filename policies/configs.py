@@ -226,8 +226,9 @@ class CalQlConfig:
     Efficient Online Fine-Tuning", NeurIPS 2023; see ``tether.policies.calql``): CQL on top of SAC
     whose pushed-down Q-values are clipped from below by the data's Monte-Carlo return-to-go."""
 
-    sac: SacConfig = field(default_factory=lambda: SacConfig(critics=2, subset=2, layer_norm=True, utd=1))
-    """The SAC underneath (Cal-QL: twin critics; ``utd`` is unused offline)."""
+    sac: SacConfig = field(default_factory=lambda: SacConfig(critics=2, subset=2))
+    """The SAC underneath (Cal-QL: twin critics; WSRL pre-trains with ``critics 10``; ``utd``
+    is for fine-tuning)."""
     alpha: float = 5.0
     """Weight of the CQL regularizer (Cal-QL's manipulation and AntMaze settings: 5)."""
     actions: int = 10
@@ -256,6 +257,9 @@ class OnlineConfig:
     offline_ratio: float = 0.5
     """Share of each batch drawn from the offline (and intervention) buffer: rlpd and calql;
     wsrl keeps no offline data (0)."""
+    utd: int | None = None
+    """Update-to-data ratio: gradient updates per online transition after the warm-up; default the
+    checkpoint's ``SacConfig.utd`` (4, WSRL's; RLPD uses 20 where compute allows)."""
     batch_size: int = 256
     lr: float = 3e-4
     capacity: int = 1_000_000

@@ -1,0 +1,79 @@
+"""``tether finetune``: a tiny end-to-end WSRL run on the point-mass server (actor process +
+learner), its outputs and version tags, and one-line errors for what is not there yet."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tether.launch.cli import main
+from tether.policies.calql import CalQl
+from tether.policies.configs import CalQlConfig, IqlConfig, SacConfig
+from tether.policies.data import Normalizer
+from tether.policies.offline import save_offline_policy
+from tether.policies.replay import ReplayBuffer
+from tether.robot.drivers.pointmass import TASK, PointMassRobot, pointmass_spec
+from tether.robot.runner import PolicyRunner
+
+RATE = 50.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: one torch thread is several times faster
+    yield
+    torch.set_num_threads(threads)
+
+
+def calql_checkpoint(path):
+    cfg = CalQlConfig(sac=SacConfig(hidden=(16, 16), critics=4), actions=2)
+    dims = {"obs_dim": 4, "action_dim": 2, "goal_dim": 1, "camera": None, "image_shape": None}
+    normalizer = Normalizer(np.zeros(4), np.full(4, 0.3), np.zeros(2), np.ones(2))
+    return save_offline_policy(path, "calql", CalQl(cfg, 4, 2, 1), IqlConfig(), dims, normalizer, [TASK],
+                               pointmass_spec(RATE), cfg, {"column": "next.reward", "normalization": "none",
+                                                           "shift": 0.0})
+
+
+def fails(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*map(str, args)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tether: error: ") and "\n" not in err
+    return err
+
+
+def test_finetune_wsrl_end_to_end_on_the_point_mass(tmp_path, serve, capsys):
+    ckpt = calql_checkpoint(tmp_path / "policy.pt")
+    out = tmp_path / "ft"
+    with serve(PointMassRobot(rate_hz=RATE, max_episode_steps=40), lockstep=True) as server:
+        main(["finetune", "run", "--robot", server.address, "--policy", str(ckpt), "--algo", "wsrl",
+              "--out", str(out), "--episodes", "8", "--online.warmup-steps", "80", "--online.publish-every", "25",
+              "--online.batch-size", "32", "--online.utd", "1"])
+    assert "fine-tuned (wsrl): 8 episodes" in capsys.readouterr().out
+    episodes = json.loads((out / "episodes.json").read_text())
+    assert len(episodes) == 8 and all(e["length"] == 40 for e in episodes)
+    progress = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert progress[-1]["transitions"] == 320 and progress[-1]["updates"] > 0
+    assert progress[0]["phase"] == "warm-up" and progress[-1]["phase"] == "training"
+    assert progress[0]["updates"] == 0  # WSRL: the frozen policy collects first
+    assert all(p["updates"] <= max(0, p["transitions"] - 80) for p in progress)  # never above UTD 1
+    buffer = ReplayBuffer.load(out / "buffer.npz", 1000)
+    versions = buffer.version[: len(buffer)]
+    assert versions[0] == 1 and np.all(np.diff(versions) >= 0)  # v1 (frozen) first, never older later
+    assert not buffer.intervention[: len(buffer)].any()
+    assert (out / "finetune.png").stat().st_size > 1000 and (out / "weights" / "v1.onnx").exists()
+    runner = PolicyRunner(out / "policy.onnx")
+    assert runner.meta["kind"] == "sac" and runner.noise_shape is None  # the mean, for tether eval
+    assert PolicyRunner(out / "weights" / "v1.onnx").meta["stochastic"] is True
+    assert "episode 8" in (out / "actor.log").read_text()
+
+
+def test_finetune_errors_are_one_line(tmp_path, capsys):
+    ckpt = calql_checkpoint(tmp_path / "policy.pt")
+    assert "not implemented yet" in fails(capsys, "finetune", "run", "--policy", ckpt, "--reward", "vlm")
+    assert "no checkpoint" in fails(capsys, "finetune", "run", "--policy", tmp_path / "none.pt")

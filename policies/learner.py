@@ -381,8 +381,8 @@ def pretrained_data_cfg(payload: dict):
 
 
 def plot_curves(episodes: list[dict], curve: list[dict], path: Path) -> None:
-    """Success, return and intervention rate per episode (moving averages over 10), and the UTD
-    and weights version over time, to ``path`` (PNG)."""
+    """Success, return and intervention rate per episode (moving averages over up to 10), and the
+    weights version the actors ran, to ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -393,7 +393,7 @@ def plot_curves(episodes: list[dict], curve: list[dict], path: Path) -> None:
 
     def smooth(values):
         values = np.asarray(values, float)
-        k = min(10, len(values)) or 1
+        k = max(1, min(10, len(values) // 3))  # short runs still get a curve
         return np.convolve(values, np.ones(k) / k, mode="valid") if len(values) else values
 
     for ax, key, label in ((axes[0], "success", "success rate"), (axes[1], "return", "return")):

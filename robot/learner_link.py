@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgpack
 import numpy as np
 
 from tether.robot import protocol
@@ -63,7 +62,7 @@ def encode(msg_type: str, seq: int, **fields: Any) -> bytes:
         raise LinkError(f"{msg_type}: missing {sorted(missing)}")
     body = {"v": LINK_VERSION, "type": msg_type, "seq": int(seq), "t": time.monotonic(), **fields}
     # the robot protocol's array encoding: one wire format for arrays across tether
-    return msgpack.packb(body, default=protocol._default, use_bin_type=True)
+    return protocol.pack(body)
 
 
 def decode(frame: bytes) -> dict[str, Any]:
@@ -76,7 +75,7 @@ def decode(frame: bytes) -> dict[str, Any]:
     if len(frame) > MAX_LINK_BYTES:
         raise LinkError(f"link message of {len(frame)} bytes exceeds {MAX_LINK_BYTES}")
     try:
-        msg = msgpack.unpackb(frame, raw=False, ext_hook=protocol._ext_hook, strict_map_key=True)
+        msg = protocol.unpack(frame)
     except Exception as e:
         raise LinkError(f"not a link message: {type(e).__name__}: {e}") from e
     if not isinstance(msg, dict) or msg.get("v") != LINK_VERSION:

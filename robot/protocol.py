@@ -91,11 +91,30 @@ def _ext_hook(code: int, data: bytes) -> Any:
         raise ProtocolError(f"bad array payload: {e}") from e
 
 
+def pack(obj: Any) -> bytes:
+    """msgpack with tether's array extension (type 1): the one wire format for arrays, shared by
+    the robot link and the actor-learner link.
+
+    Raises:
+        TypeError: an object msgpack cannot encode, or an array of a dtype that is not sent.
+    """
+    return msgpack.packb(obj, default=_default, use_bin_type=True)
+
+
+def unpack(frame: bytes) -> Any:
+    """Inverse of ``pack`` (arrays come back read-only, without a copy).
+
+    Raises:
+        ProtocolError: a malformed array; msgpack's own errors for malformed frames.
+    """
+    return msgpack.unpackb(frame, raw=False, ext_hook=_ext_hook, strict_map_key=True)
+
+
 def encode(msg_type: str, seq: int, **fields: Any) -> bytes:
     """Encode a message of ``msg_type`` with the common header; returns one frame of bytes."""
     body = {"v": PROTOCOL_VERSION, "type": msg_type, "seq": int(seq), "t": time.monotonic()}
     body.update(fields)
-    return msgpack.packb(body, default=_default, use_bin_type=True)
+    return pack(body)
 
 
 def decode(frame: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
@@ -107,7 +126,7 @@ def decode(frame: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     if len(frame) > max_bytes:
         raise ProtocolError(f"message of {len(frame)} bytes exceeds the limit of {max_bytes}")
     try:
-        msg = msgpack.unpackb(frame, raw=False, ext_hook=_ext_hook, strict_map_key=True)
+        msg = unpack(frame)
     except ProtocolError:
         raise
     except Exception as e:

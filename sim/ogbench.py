@@ -141,6 +141,10 @@ def import_ogbench():
     Raises:
         OGBenchNotInstalledError: with the install command.
     """
+    from tether.sim.render import load_triton_before_gl
+
+    # dm_control (under OGBench) opens its GL backend at import: triton must be loaded first
+    load_triton_before_gl()
     try:
         import ogbench.manipspace
     except ImportError as e:

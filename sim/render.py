@@ -14,7 +14,7 @@ import numpy as np
 from tether.sim.gl import RenderBackendError, backend_hint
 
 
-def _load_triton_before_gl() -> None:
+def load_triton_before_gl() -> None:
     """Mesa's software GL and triton each load their own LLVM, and triton's crashes the process
     if Mesa's came first (see ``tether.sim.gl``). Where triton is installed (torch's CUDA builds),
     load it before the first GL context, which costs ~0.15 s once."""
@@ -38,7 +38,7 @@ class OffscreenCamera:
     def __init__(self, model: mujoco.MjModel, camera: str, height: int = 128, width: int = 128):
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
             raise ValueError(f"camera {camera!r} is not in the model")
-        _load_triton_before_gl()
+        load_triton_before_gl()
         model.vis.quality.offsamples = 0
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, height)

@@ -115,8 +115,8 @@ def test_export_overrides_the_sampler_of_a_trained_beso(tmp_path):
     identity = Normalizer(np.zeros(4, np.float32), np.ones(4, np.float32),
                           np.zeros(2, np.float32), np.ones(2, np.float32))
     ckpt = save_policy(tmp_path / "policy.pt", model, identity, ["reach-origin"], pointmass_spec(50.0))
-    cli(["export", str(ckpt), "--num-steps", "10", "--guidance-weight", "0", "--sampler",
+    cli(["export", str(ckpt), "--num-steps", "2", "--guidance-weight", "0", "--sampler",
          "euler_ancestral", "--out", str(tmp_path / "p.onnx")])
     meta = json.loads({p.key: p.value for p in onnx.load(tmp_path / "p.onnx").metadata_props}["tether.policy"])
-    assert (meta["num_steps"], meta["guidance_weight"], meta["sampler"]) == (10, 0.0, "euler_ancestral")
-    assert meta["noise_length"] == 11 * 2  # a draw per step plus the first, for the T = 2 window
+    assert (meta["num_steps"], meta["guidance_weight"], meta["sampler"]) == (2, 0.0, "euler_ancestral")
+    assert meta["noise_length"] == 3 * 2  # a draw per step plus the first, for the T = 2 window

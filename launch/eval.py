@@ -6,7 +6,7 @@ Modes (one command line, chosen by the options):
   torch. Policy latency is measured robot side, from the state message's arrival to the command
   leaving; the link's timing (tick period, command latency as the server measured it) and the
   ticks the server had to hold (no command in time) are recorded per episode.
-- direct simulation (``--sim metaworld|pointmass``, ``tether.launch.eval_sim``): the same drivers
+- direct simulation (``--sim metaworld|pointmass|ogbench:NAME``, ``tether.launch.eval_sim``): the same drivers
   and safety layer as the robot server, stepped in lock-step with the policy, ``--num-envs`` worker
   processes in parallel.
 - operator (``--operator``, ``tether.launch.eval_operator``): hardware behind a robot server; an

@@ -8,6 +8,7 @@ a ``sample_batch(step) -> dict`` function so data loading stays with the data.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -42,7 +43,8 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) of this process: (0, 1) unless started by ``torchrun`` with several
-    processes, in which case the process group is initialized here (gloo on CPU, NCCL on CUDA)."""
+    processes, in which case the process group is initialized here (gloo on CPU, NCCL on CUDA) and
+    destroyed at exit."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
@@ -50,7 +52,20 @@ def distributed_rank() -> tuple[int, int]:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # A group left to the interpreter's teardown can abort the process ("terminate called
+        # without an active exception") while its communication threads still run.
+        atexit.register(_destroy_process_group)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        # every rank leaves together: a peer whose connection closes under a live gloo context
+        # aborts (a rank that crashed instead is killed by torchrun, so this cannot hang)
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class _LossForward(nn.Module):

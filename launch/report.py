@@ -40,17 +40,22 @@ def plot_report(report: dict, latencies_ms: list[float], path: Path) -> Path:
     ax1.set_ylabel("success rate (95% Wilson CI)")
     ax1.set_title(f"success per task (mean {report['success_rate']:.2f})")
     ax1.tick_params(axis="x", labelrotation=15)
-    ax2.hist(latencies_ms, bins=50, color="tab:orange")
-    lat = report["latency_ms"]
-    for q, style in (("p50", "--"), ("p99", ":")):
-        ax2.axvline(lat[q], color="k", linestyle=style, label=f"{q} {lat[q]:.2f} ms")
-    ax2.set_xlabel("policy step latency (ms): observation received -> action sent")
-    ax2.set_ylabel("steps")
-    ax2.legend()
+    latency_histogram(ax2, latencies_ms, report["latency_ms"],
+                      "policy step latency (ms): observation received -> action sent")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def latency_histogram(ax, samples_ms: list[float], lat: dict, xlabel: str) -> None:
+    """Histogram of policy latencies (ms) on ``ax``, with the p50 and p99 of ``lat`` marked."""
+    ax.hist(samples_ms, bins=50, color="tab:orange")
+    for q, style in (("p50", "--"), ("p99", ":")):
+        ax.axvline(lat[q], color="k", linestyle=style, label=f"{q} {lat[q]:.2f} ms")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("steps")
+    ax.legend()
 
 
 def write_markdown(report: dict, path: Path) -> Path:
@@ -131,12 +136,7 @@ def plot_eval(results: dict, path: Path) -> Path:
     ax2.set_ylabel("episode return")
     ax2.set_title("returns per task")
     lat = results["latency_ms"]
-    ax3.hist(lat["samples"] or [0.0], bins=50, color="tab:orange")
-    for q, style in (("p50", "--"), ("p99", ":")):
-        ax3.axvline(lat[q], color="k", linestyle=style, label=f"{q} {lat[q]:.2f} ms")
-    ax3.set_xlabel("policy latency (ms)")
-    ax3.set_ylabel("steps")
-    ax3.legend()
+    latency_histogram(ax3, lat["samples"] or [0.0], lat, "policy latency (ms)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -19,6 +19,7 @@ toggle. ``ActionMapper`` turns it into the action the spec asks for:
 
 from __future__ import annotations
 
+import abc
 import re
 import time
 
@@ -272,7 +273,7 @@ class ActionMapper:
         return self._target.astype(np.float32)
 
 
-class AxesDevice:
+class AxesDevice(abc.ABC):
     """Base of the axis devices: polls the hardware, tracks buttons, maps through the spec.
 
     Subclasses set ``name`` and implement ``start``, ``stop`` and ``_poll``, which returns the
@@ -300,14 +301,18 @@ class AxesDevice:
         self.buttons = ButtonTracker(intervention or self.config.intervention)
         self._last_read: float | None = None
 
-    def start(self) -> None:  # pragma: no cover - each device has its own
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Open the device (``TeleopDevice.start``)."""
 
-    def stop(self) -> None:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Release the device (``TeleopDevice.stop``)."""
 
-    def _poll(self) -> tuple[np.ndarray, set[str], set[str]]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _poll(self) -> tuple[np.ndarray, set[str], set[str]]:
+        """(twist (6,) in [-1, 1] in the device's axes, buttons held, buttons tapped since the
+        last poll)."""
 
     def __enter__(self):
         self.start()

@@ -15,8 +15,8 @@ mean policy, for ``tether eval``), ``learner.pt`` and ``buffer.npz`` (a restarte
 from them), ``actor.log``.
 
 Algorithms: WSRL (Zhou et al., ICLR 2025), RLPD (Ball et al., ICML 2023), Cal-QL (Nakamoto et
-al., 2023); see ``tether.policies.learner``. Rewards: ``sim`` (the robot's own); ``classifier``
-and ``vlm`` are not implemented yet and say so.
+al., 2023); see ``tether.policies.learner``. Rewards: ``sim``, the robot's own (a success classifier or VLM
+reward source is not built yet, so it is not offered).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from tether.launch import UsageError
 from tether.policies.configs import OnlineConfig
 
 Algo = Literal["wsrl", "rlpd", "calql"]
-Reward = Literal["sim", "classifier", "vlm"]
+Reward = Literal["sim"]
 
 
 @dataclass
@@ -42,7 +42,7 @@ class _LearnerArgs:
     """wsrl: warm-up then SAC on online data only; rlpd: SAC on 50% offline batches; calql: Cal-QL
     continued online (shorthand for --online.algo)."""
     reward: Reward = "sim"
-    """sim: the robot's reward; classifier, vlm: not implemented yet."""
+    """sim: the robot's own reward (each state's reward and success)."""
     dataset: Path | None = None
     """Offline dataset for rlpd and calql (their offline half of each batch)."""
     online: OnlineConfig = field(default_factory=OnlineConfig)
@@ -121,8 +121,6 @@ class FinetuneCommand:
 
 
 def _check(args: _LearnerArgs, checkpoint: Path) -> OnlineConfig:
-    if args.reward != "sim":
-        raise UsageError(f"--reward {args.reward} is not implemented yet (issue 8's reward models); use sim")
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
     return replace(args.online, algo=args.algo)

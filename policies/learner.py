@@ -100,7 +100,7 @@ class Learner:
     def __init__(self, checkpoint: Path | str, cfg: OnlineConfig, address: str, out: Path | str,
                  dataset: Path | str | None = None, reward: str = "sim", resume: bool = True):
         if reward not in REWARDS:
-            raise ValueError(f"reward {reward!r} is not implemented yet; use one of {REWARDS}")
+            raise ValueError(f"unknown reward source {reward!r}; tether has {REWARDS}")
         if cfg.algo in ("rlpd", "calql") and dataset is None and cfg.offline_ratio > 0:
             raise ValueError(f"--algo {cfg.algo} samples {cfg.offline_ratio:.0%} of each batch from the "
                              "offline data: pass --dataset (or --online.offline-ratio 0)")

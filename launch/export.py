@@ -31,30 +31,37 @@ class ExportCommand:
 
 
 def export(cmd: ExportCommand) -> tuple[Path, float, int]:
-    """Export and check parity; returns (onnx path, max abs difference, parameter count).
+    """Export any tether checkpoint (BESO, GCBC; IQL, BC and Cal-QL: their actor) and check
+    parity; returns (onnx path, max abs difference, parameter count).
 
     Raises:
         ValueError: the parity check fails (difference above ``cmd.tolerance``).
     """
     from tether.policies.beso import Beso
-    from tether.policies.checkpoint import load_policy
+    from tether.policies.checkpoint import checkpoint_kind, load_policy
     from tether.policies.export import export_policy, parity
+    from tether.policies.offline import OFFLINE_KINDS, load_offline_policy
 
-    policy = load_policy(cmd.checkpoint)
     overrides = {k: v for k, v in (("num_steps", cmd.num_steps), ("guidance_weight", cmd.guidance_weight),
                                    ("sampler", cmd.sampler)) if v is not None}
+    if checkpoint_kind(cmd.checkpoint) in OFFLINE_KINDS:
+        learner, normalizer, tasks, spec = load_offline_policy(cmd.checkpoint)
+        model, goal_dims = learner.actor, None
+    else:
+        policy = load_policy(cmd.checkpoint)
+        model, normalizer, tasks, spec, goal_dims = (policy.model, policy.normalizer, policy.tasks, policy.spec,
+                                                     policy.goal_dims)
     if overrides:
-        if not isinstance(policy.model, Beso):
+        if not isinstance(model, Beso):
             raise UsageError(f"--{next(iter(overrides)).replace('_', '-')} is a BESO sampling setting")
         # sampling settings change no weight: the trained denoiser runs under the new sampler
-        policy.model.cfg = dataclasses.replace(policy.model.cfg, **overrides)
+        model.cfg = dataclasses.replace(model.cfg, **overrides)
     out = cmd.out or cmd.checkpoint.with_name("policy.onnx")
-    args = (policy.model, policy.normalizer, policy.spec)
-    export_policy(*args, policy.tasks, out, goal_dims=policy.goal_dims)
-    diff = parity(*args, out, len(policy.tasks), goal_dims=policy.goal_dims)
+    export_policy(model, normalizer, spec, tasks, out, goal_dims=goal_dims)
+    diff = parity(model, normalizer, spec, out, len(tasks), goal_dims=goal_dims)
     if diff > cmd.tolerance:
         raise ValueError(f"ONNX and torch differ by {diff:.2e} > {cmd.tolerance:.0e}")
-    return out, diff, sum(p.numel() for p in policy.model.parameters())
+    return out, diff, sum(p.numel() for p in model.parameters())
 
 
 def main(cmd: ExportCommand) -> None:

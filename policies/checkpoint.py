@@ -60,6 +60,17 @@ def save_policy(
     return path
 
 
+def checkpoint_kind(path: Path) -> str | None:
+    """The ``kind`` a tether checkpoint was saved with (``beso``, ``gcbc``, ``iql``, ``bc``,
+    ``calql``), or None for a file that is not one.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    payload = torch.load(Path(path), weights_only=False, map_location="cpu", mmap=True)
+    return payload.get("kind") if isinstance(payload, dict) else None
+
+
 def load_policy(path: Path) -> TrainedPolicy:
     """Inverse of ``save_policy``.
 

@@ -28,6 +28,7 @@ from tether.robot.dataset import Dataset, DatasetError, VideoCache
 from tether.robot.spec import RobotSpec
 
 REWARD_STD_MIN = 1e-6
+OFFLINE_KINDS = ("iql", "bc", "calql")
 
 
 class RewardColumnError(DatasetError):
@@ -196,7 +197,7 @@ def load_offline_policy(path: Path | str):
         ValueError: not an IQL, BC or Cal-QL checkpoint.
     """
     payload = torch.load(Path(path), weights_only=False, map_location="cpu")
-    if not isinstance(payload, dict) or payload.get("kind") not in ("iql", "bc", "calql"):
+    if not isinstance(payload, dict) or payload.get("kind") not in OFFLINE_KINDS:
         raise ValueError(f"{path} is not a tether IQL/BC/Cal-QL checkpoint")
     c = payload["config"]
     cfg = IqlConfig(**{**c, "hidden": tuple(c["hidden"]), "channels": tuple(c["channels"])})

@@ -98,10 +98,12 @@ def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, 
         assert (out / name).exists(), name
     assert json.loads((out / "config.json").read_text())["iql"]["reward"] == "reward.oracle"
 
-    main(["eval", str(out / "policy.onnx"), "--robot", pointmass_server.address, "--episodes", "1",
+    # a policy.pt is exported before it is evaluated, whatever algorithm wrote it
+    main(["eval", str(out / "policy.pt"), "--robot", pointmass_server.address, "--episodes", "1",
           "--out", str(tmp_path / "eval"), "--videos-per-task", "0"])
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert result["tasks"][TASK]["episodes"] == 1 and result["latency_ms"]["p50"] > 0
+    assert (tmp_path / "eval" / "policy.onnx").read_bytes() == (out / "policy.onnx").read_bytes()
 
 
 def test_bc_and_image_iql_write_onnx(tmp_path, capsys):

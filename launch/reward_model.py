@@ -9,7 +9,8 @@ optionally relabel the dataset with it.
 
 ``--labels`` is a name under ``DATASET/labels/`` (what ``tether label --name`` wrote) or a path to a
 label parquet. The output folder gets ``reward_model.pt``, ``report.json`` (pairs, held-out
-accuracy per member and of the ensemble, Spearman rho against ``next.reward`` when recorded),
+accuracy per member and of the ensemble, Spearman rho against ``next.reward`` when recorded and the
+held-out accuracy against its order),
 ``report.png``, ``learning_curve.png`` and ``config.json``. ``--relabel`` writes the ensemble's
 reward of every frame into the column ``reward.<name>`` (default: the labels' name), keeping
 ``next.reward``; see ``tether.policies.reward_model`` and ``tether.policies.relabel``.
@@ -123,7 +124,8 @@ def main(cmd: RewardModelCommand) -> None:
     print(f"{report['pairs']} pairs ({report['unsure']} unsure, {report['unsure_policy']}); "
           f"held-out accuracy {acc} on {report['val_pairs']} pairs (members {members})")
     if "spearman" in report:
-        print(f"Spearman rho vs {report['spearman']['column']}: {report['spearman']['rho']}")
+        print(f"Spearman rho vs {report['spearman']['column']}: {report['spearman']['rho']}; held-out accuracy "
+              f"against its order {report['val_accuracy_true']} (the labels' {report['val_label_accuracy_true']})")
     if "column" in report:
         print(f"relabelled {cmd.dataset}: column {report['column']}")
     print(f"wrote {report['out']}/report.json")

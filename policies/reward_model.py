@@ -19,14 +19,16 @@ the model, MLP) or a camera frame (uint8 [H, W, 3] converted inside, small CNN:
 
 The fit holds out ``val_fraction`` of the labelled pairs and reports accuracy on them per member
 and for the ensemble mean, and, when the dataset records ``next.reward``, the Spearman rank
-correlation between the learned reward and it over every frame.
+correlation between the learned reward and it over every frame, and the held-out accuracy against
+the order of the true reward (``val_accuracy_true``; noisy labels bound ``val_accuracy`` by their
+own accuracy, ``val_label_accuracy_true``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tether.perception.labellers.oracle import oracle_labels
 from tether.policies.configs import RewardModelConfig, TrainConfig
 from tether.policies.networks import ImageEncoder, mlp
 from tether.robot.dataset import Dataset, DatasetError, VideoCache
@@ -128,12 +131,14 @@ class PreferencePairs:
             frames uint8 [U, H, W, 3]).
         first, second: int64 [P] rows of ``inputs``.
         label: int8 [P]: 0 first better, 1 second better, -1 unsure.
+        rows: int64 [U] the dataset row (frame index over all episodes) of each input.
     """
 
     inputs: np.ndarray
     first: np.ndarray
     second: np.ndarray
     label: np.ndarray
+    rows: np.ndarray
 
     @classmethod
     def load(
@@ -191,7 +196,7 @@ class PreferencePairs:
                 cache.frames(camera, int(e), unique[episode_of == e] - starts[e]) for e in np.unique(episode_of)
             ]) if len(unique) else np.zeros((0, 1, 1, 3), np.uint8)
         p = len(cols["label"])
-        return cls(inputs, inverse[:p], inverse[p:], cols["label"].astype(np.int8))
+        return cls(inputs, inverse[:p], inverse[p:], cols["label"].astype(np.int8), unique)
 
 
 def check_camera(ds: Dataset, camera: str | None) -> str:
@@ -374,6 +379,11 @@ def fit_reward_model(
         rho = spearmanr(np.concatenate(frame_rewards), truth).statistic
         report["spearman"] = {"column": correlate_with, "rho": _nan_to_none(float(rho)),
                               "frames": int(len(truth))}
+        # the labels may be noisy (a VLM's): how often the model orders held-out pairs as the
+        # true reward does is the accuracy that matters downstream
+        true_pairs = replace(pairs, label=oracle_labels(truth[pairs.rows[pairs.first]], truth[pairs.rows[pairs.second]]))
+        report["val_accuracy_true"] = _nan_to_none(float(pair_accuracy(ensemble, true_pairs, val_idx)[0]))
+        report["val_label_accuracy_true"] = _nan_to_none(_label_agreement(pairs, true_pairs, val_idx))
     out = RewardModelResult(model, report, pairs, train_idx, val_idx, frame_rewards)
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -381,6 +391,12 @@ def fit_reward_model(
         (out_dir / "report.json").write_text(json.dumps(report, indent=2))
         plot_report(out, ds, out_dir / "report.png", correlate_with)
     return out
+
+
+def _label_agreement(pairs: PreferencePairs, true_pairs: PreferencePairs, idx: np.ndarray) -> float:
+    """Share of pairs ``idx`` labelled 0/1 in both sets on which the labels agree (NaN if none)."""
+    both = idx[(pairs.label[idx] != -1) & (true_pairs.label[idx] != -1)]
+    return float((pairs.label[both] == true_pairs.label[both]).mean()) if len(both) else float("nan")
 
 
 def _nan_to_none(x: float) -> float | None:

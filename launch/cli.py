@@ -15,6 +15,7 @@ from tether.launch import finetune, launch_verb
 from tether.launch import label as label_verb
 from tether.launch import pretrain_value as pretrain_value_verb
 from tether.launch import reward_model as reward_model_verb
+from tether.launch import success_classifier as success_classifier_verb
 from tether.launch import train_sim
 
 VERBS = {
@@ -32,6 +33,7 @@ VERBS = {
     "launch": (launch_verb.LaunchCommand, launch_verb.main),
     "label": (label_verb.LabelCommand, label_verb.main),
     "reward-model": (reward_model_verb.RewardModelCommand, reward_model_verb.main),
+    "success-classifier": (success_classifier_verb.SuccessClassifierCommand, success_classifier_verb.main),
     "pretrain-value": (pretrain_value_verb.PretrainValueCommand, pretrain_value_verb.main),
     "finetune": (finetune.FinetuneCommand, finetune.main),
 }

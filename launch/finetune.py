@@ -15,25 +15,34 @@ mean policy, for ``tether eval``), ``learner.pt`` and ``buffer.npz`` (a restarte
 from them), ``actor.log``.
 
 Algorithms: WSRL (Zhou et al., ICLR 2025), RLPD (Ball et al., ICML 2023), Cal-QL (Nakamoto et
-al., 2023); see ``tether.policies.learner``. Rewards: ``sim``, the robot's own (a success classifier or VLM
-reward source is not built yet, so it is not offered).
+al., 2023); see ``tether.policies.learner``. Rewards (computed by the actor, see
+``tether.robot.reward_sources``): ``sim``, the robot's own; ``classifier``, a success classifier
+(``tether success-classifier``) on each new camera frame, success ending the episode; ``vlm``, an
+OpenAI-compatible VLM's yes/no verdict on each episode's final frame. Interventions:
+``--intervene keyboard|spacemouse|gamepad|leader`` lets an operator take over at any time (the
+keyboard's ``t`` toggles, the others hold a button); those steps are flagged, penalized with
+``--online.intervention-penalty`` and kept as demos with ``--online.intervention-demos``.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import tyro
 
 from tether.launch import UsageError
+from tether.perception.labellers.vlm import VLMConfig
 from tether.policies.configs import OnlineConfig
+from tether.robot.teleop import TeleopConfig
 
 Algo = Literal["wsrl", "rlpd", "calql"]
-Reward = Literal["sim"]
+Reward = Literal["sim", "classifier", "vlm"]
+Device = Literal["none", "keyboard", "spacemouse", "gamepad", "leader"]
 
 
 @dataclass
@@ -42,7 +51,8 @@ class _LearnerArgs:
     """wsrl: warm-up then SAC on online data only; rlpd: SAC on 50% offline batches; calql: Cal-QL
     continued online (shorthand for --online.algo)."""
     reward: Reward = "sim"
-    """sim: the robot's own reward (each state's reward and success)."""
+    """sim: the robot's own reward; classifier: a success classifier on each new frame (--classifier);
+    vlm: a VLM's verdict on each episode's final frame (--vlm.*; OPENAI_API_KEY, TETHER_VLM_MODEL)."""
     dataset: Path | None = None
     """Offline dataset for rlpd and calql (their offline half of each batch)."""
     online: OnlineConfig = field(default_factory=OnlineConfig)
@@ -51,7 +61,21 @@ class _LearnerArgs:
 
 
 @dataclass
-class Run(_LearnerArgs):
+class _ActorArgs:
+    classifier: Path | None = None
+    """--reward classifier: classifier.onnx from tether success-classifier."""
+    threshold: float | None = None
+    """--reward classifier: success when P >= threshold (default: the classifier's)."""
+    vlm_camera: str | None = None
+    """--reward vlm: camera shown to the VLM (default: the robot's first)."""
+    vlm: VLMConfig = field(default_factory=VLMConfig)
+    intervene: Device = "none"
+    """A teleop device the operator can take over with (none: no interventions)."""
+    teleop: TeleopConfig = field(default_factory=TeleopConfig)
+
+
+@dataclass
+class Run(_ActorArgs, _LearnerArgs):
     """The actor (a second process) and the learner (this one) on a robot server."""
 
     robot: str = "tcp://127.0.0.1:5555"
@@ -84,7 +108,7 @@ class LearnerCommand(_LearnerArgs):
 
 
 @dataclass
-class ActorCommand:
+class ActorCommand(_ActorArgs):
     """The actor alone (no torch): runs the policy on the robot, streams transitions."""
 
     robot: str = "tcp://127.0.0.1:5555"
@@ -104,6 +128,8 @@ class ActorCommand:
     client_key: Path | None = None
     """This client's secret key (.key_secret), for a server with CurveZMQ keys."""
     server_public_key: Path | None = None
+    reward: Reward = "sim"
+    """sim: the robot's own; classifier or vlm: computed here (see tether finetune run --help)."""
 
 
 FinetuneVerb = Union[
@@ -145,6 +171,26 @@ def _learn(args: _LearnerArgs, checkpoint: Path, address: str, out: Path, stop, 
     return learner, progress
 
 
+def _changed_flags(value, default, prefix: str = "") -> list[str]:
+    """Command-line flags (tyro's spelling) of the fields of dataclass ``value`` that differ from
+    ``default``, nested dataclasses as ``--outer.inner``: what passes a ``Run``'s actor settings
+    on to the actor process."""
+    out: list[str] = []
+    for f in fields(value):
+        v, d = getattr(value, f.name), getattr(default, f.name)
+        name = prefix + f.name.replace("_", "-")
+        if is_dataclass(v):
+            out += _changed_flags(v, d, name + ".")
+        elif v != d:
+            if isinstance(v, bool):
+                out.append(f"--{name}" if v else f"--{prefix}no-{f.name.replace('_', '-')}")
+            elif isinstance(v, (tuple, list)):
+                out += [f"--{name}", *map(str, v)]
+            else:
+                out += [f"--{name}", "None" if v is None else str(v)]
+    return out
+
+
 def run_both(cmd: Run) -> dict:
     """``tether finetune run``: returns the last progress as a dict."""
     from dataclasses import asdict
@@ -154,12 +200,19 @@ def run_both(cmd: Run) -> dict:
     if cmd.episodes < 1:
         raise UsageError("--episodes must be >= 1")
     _check(cmd, cmd.policy)
+    _check_reward(cmd)
     address = cmd.learner or free_tcp_address()
     cmd.out.mkdir(parents=True, exist_ok=True)
     args = ["finetune", "actor", "--robot", cmd.robot, "--learner", address, "--out", str(cmd.out),
             "--episodes", str(cmd.episodes), "--seed", str(cmd.seed), "--swap-every-steps", str(cmd.swap_every_steps)]
     if cmd.task:
         args += ["--task", cmd.task]
+    actor_args = _ActorArgs(**{f.name: getattr(cmd, f.name) for f in fields(_ActorArgs)})
+    if cmd.vlm.api_key:  # through the environment: a command line is visible to every user
+        os.environ["OPENAI_API_KEY"] = cmd.vlm.api_key
+        actor_args.vlm = replace(cmd.vlm, api_key=None)
+    args += _changed_flags(actor_args, _ActorArgs())
+    args += ["--reward", cmd.reward]
     actor = start(args, cmd.out / "actor.log")
     done = threading.Event()
 
@@ -178,6 +231,39 @@ def run_both(cmd: Run) -> dict:
     return asdict(progress)
 
 
+def _check_reward(cmd: ActorCommand | Run) -> None:
+    """Reward settings that cannot work, found before any process starts.
+
+    Raises:
+        UsageError: --reward classifier without --classifier, or --classifier/--threshold without it.
+        FileNotFoundError: no classifier file. VLMError: --reward vlm without a model name.
+    """
+    if cmd.reward != "classifier" and (cmd.classifier is not None or cmd.threshold is not None):
+        raise UsageError("--classifier and --threshold go with --reward classifier")
+    if cmd.reward == "classifier":
+        if cmd.classifier is None:
+            raise UsageError("--reward classifier needs --classifier CLASSIFIER.onnx (tether success-classifier)")
+        if not cmd.classifier.exists():
+            raise FileNotFoundError(f"no classifier at {cmd.classifier} (write one with tether success-classifier)")
+    if cmd.reward == "vlm":
+        cmd.vlm.resolved()
+
+
+def _reward_source(cmd: ActorCommand):
+    """The actor's reward source for ``--reward`` (None: the robot's own); raises as
+    :func:`_check_reward`."""
+    _check_reward(cmd)
+    if cmd.reward == "classifier":
+        from tether.robot.reward_sources import ClassifierReward
+
+        return ClassifierReward(cmd.classifier, cmd.threshold)
+    if cmd.reward == "vlm":
+        from tether.robot.reward_sources import VlmSuccessReward
+
+        return VlmSuccessReward(cmd.vlm_camera, cmd.vlm)
+    return None
+
+
 def run_actor(cmd: ActorCommand) -> None:
     from tether.robot.actor import Actor
 
@@ -188,8 +274,14 @@ def run_actor(cmd: ActorCommand) -> None:
         if cmd.server_public_key is None:
             raise UsageError("--client-key needs --server-public-key")
         keys = ClientKeys(cmd.client_key, cmd.server_public_key)
+    reward = _reward_source(cmd)
+    intervene = None
+    if cmd.intervene != "none":
+        from tether.robot.teleop.intervention import TeleopIntervention
+
+        intervene = TeleopIntervention(cmd.intervene, cmd.teleop)
     actor = Actor(cmd.robot, cmd.learner, cmd.out, cmd.policy, cmd.task, cmd.seed, cmd.exploration_std,
-                  cmd.swap_every_steps, robot_keys=keys)
+                  cmd.swap_every_steps, robot_keys=keys, reward=reward, intervene=intervene)
     stop = threading.Event()
     t0 = time.monotonic()
 
@@ -204,6 +296,9 @@ def run_actor(cmd: ActorCommand) -> None:
         stats = actor.stats
     finally:
         actor.close()
+        for part in (reward, intervene):
+            if part is not None:
+                part.close()
     print(f"actor: {len(stats.episodes)} episodes, {stats.steps} steps, {stats.swaps} weight swaps, "
           f"{stats.messages_dropped} messages dropped, {len(stats.refused)} weights refused", flush=True)
 

@@ -110,6 +110,37 @@ class RewardModelConfig:
 
 
 @dataclass
+class SuccessClassifierConfig:
+    """Success classifier settings (a reward from camera frames: SERL, Luo et al., ICRA 2024;
+    RoboFuME, Yang et al., ICRA 2024; see ``tether.policies.success_classifier``)."""
+
+    camera: str | None = None
+    """Camera (video feature) to classify; default: the dataset's first."""
+    positive_frames: int = 5
+    """The last frames of each successful episode that count as success (with every frame whose
+    ``next.success`` is set): episodes that end at success hold only one such frame."""
+    ignore_frames: int = 20
+    """Frames just before those positives, left out: they look like success but are not labelled so."""
+    channels: tuple[int, ...] = (16, 32, 32, 32)
+    """CNN channels; each layer halves the image (stride 2)."""
+    hidden: tuple[int, ...] = (64,)
+    """Head widths after the CNN's 64 features."""
+    shift_pixels: int = 4
+    """Random-shift augmentation (DrQ: pad by this many pixels, crop back at a random offset)."""
+    threshold: float = 0.75
+    """Success when P(success) >= threshold: false positives are rewards for nothing, so the bar
+    is above 0.5."""
+    val_fraction: float = 0.2
+    """Share of episodes held out for the report."""
+    steps: int = 2_000
+    batch_size: int = 64
+    """Frames per step, half positives and half negatives."""
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
 class IqlConfig:
     """Implicit Q-learning settings (Kostrikov et al., "Offline Reinforcement Learning with Implicit
     Q-Learning", ICLR 2022; values of RL-VLM-F's offline follow-up, Venkataraman et al., 2024)."""

@@ -194,8 +194,6 @@ def export_policy(
     goals (hindsight relabelling): ``goal`` is then the raw goal observation [B,S], of which the
     graph uses these elements. Returns ``path``.
     """
-    import onnx
-
     model = model.eval()
     graph = _graph_class(model)(model, normalizer, spec, goal_dims).eval()
     goal_dim = len(tasks) if goal_dims is None else normalizer.obs_mean.shape[0]
@@ -204,25 +202,7 @@ def export_policy(
     images = tuple(getattr(model, "image_keys", ()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    # The exporter logs every op library it does not find (torchvision, ...): not our concern.
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            graph,
-            tuple(example),
-            input_names=names,
-            output_names=outputs,
-            dynamic_shapes=tuple({0: batch} for _ in names),  # positional: names may be feature keys
-            opset_version=OPSET,
-            dynamo=True,
-            verbose=False,
-        )
-    onnx_log.setLevel(level)
-    proto = program.model_proto
+    proto = onnx_program(graph, tuple(example), names, outputs)
     policy_spec = RobotSpec(
         spec.robot_type,
         spec.control_rate_hz,
@@ -236,10 +216,44 @@ def export_policy(
         "tether.spec": policy_spec.to_json(),
         "tether.policy": json.dumps(policy_metadata(model, normalizer, tasks, goal_dims)),
     }
+    return save_onnx(proto, meta, path)
+
+
+def onnx_program(graph: nn.Module, example: tuple, names: list[str], outputs: list[str]):
+    """``graph`` traced by torch.export and converted to an ONNX ``ModelProto`` (opset ``OPSET``),
+    every input's first dimension a dynamic batch (1..4096)."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # The exporter logs every op library it does not find (torchvision, ...): not our concern.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                graph,
+                example,
+                input_names=names,
+                output_names=outputs,
+                dynamic_shapes=tuple({0: batch} for _ in names),  # positional: names may be feature keys
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        onnx_log.setLevel(level)
+    return program.model_proto
+
+
+def save_onnx(proto, meta: dict[str, str], path: Path) -> Path:
+    """Add ``meta`` to the model's ``metadata_props``, check the model, and write it atomically."""
+    import onnx
+
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
+    path = Path(path)
     tmp = path.with_suffix(".tmp")
     onnx.save(proto, tmp)
     tmp.replace(path)

@@ -15,8 +15,11 @@ Algorithms (``OnlineConfig.algo``), all from a Cal-QL checkpoint (``tether train
 * ``calql`` (Nakamoto et al., 2023): the Cal-QL objective continued online with the same mixed
   batches; online transitions get their Monte-Carlo return-to-go once their episode ends.
 
-Rewards are the robot's (``sim``), normalized as in pre-training (the checkpoint's reward
-statistics), plus ``intervention_penalty`` where a human took over (RLIF, Luo et al., 2023).
+Rewards are what the actor sends: the robot's own (``sim``), or a success classifier's or a
+VLM's computed on the robot side (``tether.robot.reward_sources``); pre-train on the same kind of
+reward (``tether success-classifier --relabel``). They are normalized as in pre-training (the
+checkpoint's reward statistics), plus ``intervention_penalty`` where a human took over (RLIF, Luo
+et al., 2023).
 Terminals follow the checkpoint's setting (``success``: an episode that ends in success).
 
 Faults: a restarted learner (same ``out``) resumes its networks, optimizer, counters, weights
@@ -49,8 +52,8 @@ from tether.robot.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
-REWARDS = ("sim",)
-"""Reward sources implemented: the robot's own reward (simulators)."""
+REWARDS = ("sim", "classifier", "vlm")
+"""Reward sources: the robot's own, a success classifier's, a VLM's (the actor computes them)."""
 
 
 class CheckpointKindError(ValueError):

@@ -12,8 +12,13 @@ learner (``tether.robot.learner_link``), and takes the new weights the learner s
   ``terminal`` is success at an episode's end (tether's simulated robots end an episode there);
   every other end is a truncation (the learner bootstraps from it). Each transition carries the
   version of the weights that chose it, and whether a human intervened.
-* Interventions: ``intervene(state)`` (a teleop device) may return an action at any time; it is
-  sent instead of the policy's and the transition is flagged (HIL-SERL demos, RLIF rewards).
+* Rewards: the robot's own (a simulator's), or a ``reward`` source computed here
+  (``tether.robot.reward_sources``): a success classifier on every new frame (success ends the
+  episode), or a VLM's verdict on the final frame (the episode's last transition is held back
+  until it is in). ``terminal`` is then the source's success.
+* Interventions: ``intervene(state)`` (a teleop device, ``tether.robot.teleop.intervention``) may
+  return an action at any time; it is sent instead of the policy's and the transition is flagged
+  (HIL-SERL demos, RLIF rewards).
 * New weights are checked when they arrive (a tether policy, whose spec fits the robot and task)
   and swapped in at a safe point: the next episode boundary, or every ``swap_every_steps`` steps
   if set. Weights that do not fit are refused and counted; the actor keeps its current ones.
@@ -40,6 +45,7 @@ from tether.robot import learner_link
 from tether.robot.client import RobotClient
 from tether.robot.runner import PolicyLoadError, PolicyRunner
 from tether.robot.spec import RobotSpec, SpecError
+from tether.robot.teleop.intervention import InterventionStop
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +128,9 @@ class Actor:
             episode boundaries).
         send_every: transitions per message (and the episode's last ones at its end).
         heartbeat_s: period of ``actor_hello``.
-        intervene: a teleop device: ``intervene(state) -> action or None``, called every step.
+        intervene: a teleop device: ``intervene(state) -> action or None``, called every step;
+            one with ``bind(spec)`` (``TeleopIntervention``) is bound to the robot's spec first.
+        reward: a reward source (``ClassifierReward``, ``VlmSuccessReward``); None: the robot's.
         name: shown to the learner.
         robot_keys: ``ClientKeys`` for a secured robot server.
 
@@ -136,7 +144,7 @@ class Actor:
                  task: str | None = None, seed: int = 0, exploration_std: float = 0.0,
                  swap_every_steps: int = 0, send_every: int = 50, heartbeat_s: float = 0.5,
                  intervene: Callable[[dict], np.ndarray | None] | None = None, name: str | None = None,
-                 robot_keys=None, queue_limit: int = 1000):
+                 robot_keys=None, queue_limit: int = 1000, reward=None):
         if exploration_std < 0 or swap_every_steps < 0 or send_every < 1 or heartbeat_s <= 0:
             raise ValueError("need exploration_std >= 0, swap_every_steps >= 0, send_every >= 1, heartbeat_s > 0")
         self.robot_address, self.out = robot, Path(out)
@@ -145,6 +153,7 @@ class Actor:
         self.exploration_std, self.swap_every_steps = exploration_std, swap_every_steps
         self.send_every, self.heartbeat_s = send_every, heartbeat_s
         self.intervene = intervene
+        self.reward = reward
         self.name = name or f"actor-{os.getpid()}"
         self.robot_keys = robot_keys
         self.session = secrets.randbits(62)
@@ -254,7 +263,6 @@ class Actor:
             intervention=np.asarray(intervention, bool), episode_end=end)
         if sent:
             self.stats.transitions_sent += len(chunk)
-        chunk.clear()
 
     def run_episode(self, client: RobotClient, episode: int, should_stop: Callable[[], bool] | None = None) -> dict:
         """One episode: act on every state, stream its transitions; returns its summary."""
@@ -265,6 +273,7 @@ class Actor:
         state = client.reset(task, seed)
         chunk: list[tuple] = []
         total, interventions, length, last_step, since_swap = 0.0, 0, 0, 0, 0
+        robot_success = False
         while not state["done"] and not (should_stop and should_stop()):
             human = self.intervene(state) if self.intervene is not None else None
             if human is not None:
@@ -281,25 +290,48 @@ class Actor:
                     continue
                 last_step = s["step"]
                 flagged = human is not None and s["timing"].get("command_latency_s") is not None
-                chunk.append((state["observation"]["observation.state"], s["action"], float(s["reward"]),
-                              s["observation"]["observation.state"], bool(s["done"] and s["success"]),
-                              self.stats.version, flagged))
-                total += float(s["reward"])
+                if self.reward is None:
+                    reward, success = float(s["reward"]), bool(s["done"] and s["success"])
+                else:
+                    reward, success = self.reward.step(s["observation"])
+                chunk.append((state["observation"]["observation.state"], s["action"], reward,
+                              s["observation"]["observation.state"], success, self.stats.version, flagged))
+                total += reward
                 interventions += int(flagged)
                 length += 1
                 self.stats.steps += 1
+                robot_success = bool(s["success"])
                 state = s
+                if success and self.reward is not None:
+                    break  # the reward source saw success: the episode ends here
             if queue[-1]["episode"] != state["episode"]:
                 raise RuntimeError(f"episode {state['episode']} was ended by another client of the server")
+            if chunk and chunk[-1][4] and self.reward is not None:
+                break
             state = queue[-1]
-            if len(chunk) >= self.send_every:
-                self._send(episode, task, chunk, None)
+            # an end-of-episode verdict rewrites the last transition: keep one back until then
+            held = 1 if self.reward is not None else 0
+            if len(chunk) >= self.send_every + held:
+                self._send(episode, task, chunk[:len(chunk) - held], None)
+                del chunk[:len(chunk) - held]
             since_swap += 1
             if self.swap_every_steps and since_swap >= self.swap_every_steps and self._swap():
                 since_swap = 0  # a configured mid-episode safe point
-        end = {"success": bool(state["success"]), "return": total, "length": length,
-               "interventions": interventions, "version": self.stats.version}
+        success = bool(state["success"])
+        if self.reward is not None:
+            success = bool(chunk and chunk[-1][4])
+            verdict = self.reward.end(state["observation"], task) if chunk else None
+            if verdict is not None:
+                o, a, r, o2, _, v, f = chunk[-1]
+                chunk[-1] = (o, a, float(verdict), o2, verdict, v, f)
+                total += float(verdict) - r
+                success = verdict
+        end = {"success": success, "return": total, "length": length, "interventions": interventions,
+               "version": self.stats.version}
+        if self.reward is not None:
+            end["robot_success"] = robot_success  # what the robot itself reported, for comparison
         self._send(episode, task, chunk, end)
+        chunk.clear()
         self.stats.episodes.append(end)
         return end
 
@@ -313,6 +345,10 @@ class Actor:
         with RobotClient(self.robot_address, spec=self.runner.spec, name=self.name, keys=self.robot_keys) as client:
             self._robot_spec = client.spec
             self._robot_spec.check_policy(self.runner.spec, (self._task(self.runner),))
+            if self.reward is not None:
+                self.reward.check(self._robot_spec)
+            if hasattr(self.intervene, "bind"):
+                self.intervene.bind(self._robot_spec)
             self._hello(force=True)
             k = 0
             while (episodes is None or k < episodes) and (steps is None or self.stats.steps < steps):
@@ -320,7 +356,12 @@ class Actor:
                     break
                 self.poll_learner()
                 self._swap()  # the episode boundary: the safe point
-                end = self.run_episode(client, k, (lambda: stop.is_set()) if stop is not None else None)
+                try:
+                    end = self.run_episode(client, k, (lambda: stop.is_set()) if stop is not None else None)
+                except InterventionStop as e:
+                    client.estop(str(e))  # the robot holds before the actor goes
+                    log.warning("stopped by the operator: %s", e)
+                    break
                 if on_episode is not None:
                     on_episode(end)
                 k += 1

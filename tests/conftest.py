@@ -1,10 +1,15 @@
-"""Shared fixtures: real robot servers on loopback, in a thread of the test process."""
+"""Shared fixtures: real robot servers on loopback, in a thread of the test process, and a real HTTP
+server on loopback that answers like an OpenAI-compatible VLM."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
 import os
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -68,3 +73,101 @@ def next_commanded(client, max_states: int = 50) -> dict:
 def commanded():
     """``next_commanded(client)``: the next state that applied a command."""
     return next_commanded
+
+class FakeVLM:
+    """State of the fake endpoint.
+
+    Attributes:
+        url: base URL (``http://127.0.0.1:PORT/v1``).
+        requests: (arrival time.monotonic(), headers dict, JSON payload) per request.
+        faults: consumed one per request, first: "429" (Retry-After: ``retry_after``), "500",
+            "401", "slow" (sleeps ``slow_s`` then answers), "not-json" (200 with HTML).
+        replies: task text -> label-stage reply (None: a null content); default ``default_reply``.
+        success_reply: the answer to a success question (``tether.robot.reward_sources``).
+    """
+
+    def __init__(self):
+        self.requests: list[tuple[float, dict, dict]] = []
+        self.faults: collections.deque[str] = collections.deque()
+        self.replies: dict[str, str | None] = {}
+        self.default_reply = "1"
+        self.success_reply = "yes"
+        self.retry_after = "1"
+        self.slow_s = 1.0
+        self.lock = threading.Lock()
+        self.url = ""
+
+    def label_requests(self) -> list[dict]:
+        return [p for _, _, p in self.requests if isinstance(p["messages"][0]["content"], str)]
+
+
+def _handler(state: FakeVLM):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict | None = None,
+                  content_type: str = "application/json"):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                pass
+
+        def do_POST(self):
+            payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with state.lock:
+                state.requests.append((time.monotonic(), dict(self.headers), payload))
+                fault = state.faults.popleft() if state.faults else None
+            if self.path != "/v1/chat/completions":
+                return self._send(404, b'{"error": "not found"}')
+            if fault == "429":
+                return self._send(429, b'{"error": {"message": "rate limited"}}',
+                                  {"Retry-After": state.retry_after})
+            if fault == "500":
+                return self._send(500, b'{"error": {"message": "internal"}}')
+            if fault == "401":
+                return self._send(401, b'{"error": {"message": "invalid api key"}}')
+            if fault == "not-json":
+                return self._send(200, b"<html>gateway</html>", content_type="text/html")
+            if fault == "slow":
+                time.sleep(state.slow_s)
+            content = payload["messages"][0]["content"]
+            if isinstance(content, list) and "Has the task been completed" in content[0]["text"]:
+                text = state.success_reply
+            elif isinstance(content, list):  # analysis stage: images and questions
+                text = "Image 1 shows the gripper far away; in Image 2 it touches the handle."
+            else:  # labelling stage: find the task in the prompt
+                text = state.default_reply
+                for task, reply in state.replies.items():
+                    if f"The goal is: {task}." in content:
+                        text = reply
+            body = {"id": "x", "object": "chat.completion", "model": payload["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}
+            self._send(200, json.dumps(body).encode())
+
+    return Handler
+
+
+@pytest.fixture
+def fake_vlm():
+    """A running :class:`FakeVLM` on 127.0.0.1 (an ephemeral port), stopped after the test."""
+    state = FakeVLM()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -4,6 +4,7 @@ learner), its outputs and version tags, and one-line errors for what is not ther
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,9 +74,28 @@ def test_finetune_wsrl_end_to_end_on_the_point_mass(tmp_path, serve, capsys):
     assert "episode 8" in (out / "actor.log").read_text()
 
 
-def test_finetune_errors_are_one_line(tmp_path, capsys):
+def test_finetune_errors_are_one_line(tmp_path, capsys, monkeypatch):
     ckpt = calql_checkpoint(tmp_path / "policy.pt")
-    with pytest.raises(SystemExit) as exit_info:  # no VLM reward source yet: not offered
-        main(["finetune", "run", "--policy", str(ckpt), "--reward", "vlm"])
-    assert exit_info.value.code == 2 and "vlm" in capsys.readouterr().err
+    monkeypatch.delenv("TETHER_VLM_MODEL", raising=False)
+    assert "no VLM model name" in fails(capsys, "finetune", "run", "--policy", ckpt, "--reward", "vlm")
+    assert "needs --classifier" in fails(capsys, "finetune", "run", "--policy", ckpt, "--reward", "classifier")
+    assert "no classifier at" in fails(capsys, "finetune", "run", "--policy", ckpt, "--reward", "classifier",
+                                       "--classifier", tmp_path / "c.onnx")
+    assert "go with --reward classifier" in fails(capsys, "finetune", "actor", "--threshold", "0.5")
     assert "no checkpoint" in fails(capsys, "finetune", "run", "--policy", tmp_path / "none.pt")
+
+
+def test_run_hands_its_actor_settings_to_the_actor_process():
+    import tyro
+
+    from tether.launch.finetune import ActorCommand, _ActorArgs, _changed_flags
+    from tether.perception.labellers import VLMConfig
+    from tether.robot.teleop import TeleopConfig
+    from tether.robot.teleop.config import KeyboardOptions
+
+    settings = _ActorArgs(classifier=Path("c.onnx"), threshold=0.9, vlm=VLMConfig(model="m", temperature=0.5),
+                          intervene="keyboard", teleop=TeleopConfig(invert=("y", "yaw"), keyboard=KeyboardOptions(fd=5)))
+    flags = _changed_flags(settings, _ActorArgs())
+    actor = tyro.cli(ActorCommand, args=flags)
+    for name in ("classifier", "threshold", "vlm", "intervene", "teleop"):
+        assert getattr(actor, name) == getattr(settings, name), name

@@ -145,6 +145,9 @@ class ArmVecEnv:
                 self.randomization.max_latency_steps, self.randomization.max_delay_steps,
             )
 
+        # the arm's joints sit together in qpos and qvel: slices read faster than index arrays
+        self._qpos_slice = _as_slice(self.scene.qpos_adr)
+        self._qvel_slice = _as_slice(self.scene.dof_adr)
         n, nv = num_envs, self.scene.model.nv
         self._ctrl = np.zeros((n, 4))  # joint targets (rad), mirror of data.ctrl[:4]
         self._q = np.zeros((n, 4))  # measured joint angles (rad)
@@ -288,20 +291,26 @@ class ArmVecEnv:
     # ----------------------------------------------------------------------------- internals
     def _physics(self, envs: range) -> None:
         """Step ``envs`` one control period each and read their states (runs in a worker thread;
-        each env's arrays are written by this thread only)."""
-        scene = self.scene
-        ee_site, qadr = scene.ee_site, scene.qpos_adr
+        each env's arrays are written by this thread only). The state is written in place, slice
+        by slice, as ``tether.sim.arm.get_state`` builds it: the Python between two ``mj_step``
+        calls holds the GIL, so it is kept short."""
+        scene, jacobian = self.scene, self.action_mode == "ee_delta"
+        ee_site, q_at, v_at, puck, goal = scene.ee_site, self._qpos_slice, self._qvel_slice, scene.puck_qpos, scene.goal_mocap
+        state, q, ee, ctrl, jac = self._state, self._q, self._ee, self._ctrl, self._jac_full
         for i in envs:
             m, d = self.scenes[i].model, self.datas[i]
-            d.ctrl[:4] = self._ctrl[i]
+            d.ctrl[:4] = ctrl[i]
             mujoco.mj_step(m, d, nstep=arm.FRAME_SKIP)
             mujoco.mj_kinematics(m, d)  # as tether.sim.arm.step: sites and Jacobian inputs now
-            mujoco.mj_comPos(m, d)
-            if self.action_mode == "ee_delta":
-                mujoco.mj_jacSite(m, d, self._jac_full[i], None, ee_site)
-            self._q[i] = d.qpos[qadr]
-            self._ee[i] = d.site_xpos[ee_site]
-            self._state[i] = arm.get_state(scene, d)
+            if jacobian:
+                mujoco.mj_comPos(m, d)
+                mujoco.mj_jacSite(m, d, jac[i], None, ee_site)
+            row = state[i]
+            q[i] = row[0:4] = d.qpos[q_at]
+            row[4:8] = d.qvel[v_at]
+            ee[i] = row[arm.EE] = d.site_xpos[ee_site]
+            row[arm.OBJ] = d.qpos[puck:puck + 3]
+            row[arm.GOAL] = d.mocap_pos[goal]
 
     def _next_seed(self, i: int) -> int:
         return int(self._seed_rngs[i].integers(2**31 - 1))
@@ -340,6 +349,14 @@ class ArmVecEnv:
             self.close()
         except Exception:  # interpreter shutdown: modules may be gone
             pass
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """``index`` as a slice when it is a run of consecutive integers, else unchanged."""
+    index = np.asarray(index)
+    if len(index) and (np.diff(index) == 1).all():
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
 
 
 def _register_with_rsl_rl() -> None:

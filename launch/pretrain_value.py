@@ -15,8 +15,9 @@ or each episode of ``--dataset`` gives the frames of ``--camera`` (its own size 
 its frame size and preprocessing: what ``--iql.encoder-init`` reads), ``icvf.pt`` (the whole
 value model), ``checkpoints/last.pt`` (``--resume``), ``value_report.json`` (Spearman rho between
 V(s, g = final frame) and minus the steps to go, per held-out episode and mean, and on a few
-training episodes), ``value_curves.png``, ``learning_curve.png``, ``metrics.json`` and
-``config.json``. See ``tether.policies.icvf``.
+training episodes, and with ``--report-dataset`` on the episodes of another dataset, e.g. of the
+target task), ``value_curves.png``, ``learning_curve.png``, ``metrics.json`` and ``config.json``.
+See ``tether.policies.icvf``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class PretrainValueCommand:
     optim: TrainConfig = field(default_factory=TrainConfig)
     resume: bool = False
     """Continue from out/checkpoints/last.pt."""
+    report_dataset: Path | None = None
+    """Another dataset (e.g. episodes of the task the encoder is for), never trained on, whose
+    --camera frames are scored in the value report too (``target``, ``value_curves_target.png``)."""
+    report_camera: str | None = None
+    """--report-dataset's camera; default its first."""
     cache_dir: Path | None = None
     """Decoded-video cache folder for --dataset (default: $TETHER_CACHE_DIR or ~/.cache/tether/videos)."""
     json: bool = False
@@ -105,6 +111,12 @@ def pretrain_value(cmd: PretrainValueCommand, on_step=None) -> dict:
         raise UsageError(f"--icvf: {e}") from e
     frames = load_frames(cmd)
     train_eps, val_eps = frames.split(cfg.val_fraction, cmd.optim.seed)
+    target = None
+    if cmd.report_dataset is not None:  # read before training: a bad path fails now, not in an hour
+        from tether.policies.frames import FrameEpisodes
+
+        target = FrameEpisodes.from_dataset(cmd.report_dataset, cmd.report_camera, frames.image_shape[0],
+                                            cmd.cache_dir)
     out = cmd.out
     out.mkdir(parents=True, exist_ok=True)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cmd).items()}
@@ -144,6 +156,10 @@ def pretrain_value(cmd: PretrainValueCommand, on_step=None) -> dict:
         "last_metrics": metrics[-1] if metrics else {}, "out": str(out),
     }
     plot_value_curves(held_out, val_eps.names, out / "value_curves.png", cfg.discount)
+    if target is not None:
+        target_curves = value_curves(ema.value, target)
+        report["target"] = {"dataset": str(cmd.report_dataset), **spearman_report(target_curves, target.names)}
+        plot_value_curves(target_curves, target.names, out / "value_curves_target.png", cfg.discount)
     (out / "metrics.json").write_text(json.dumps(metrics))
     (out / "value_report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -168,3 +184,6 @@ def main(cmd: PretrainValueCommand) -> None:
           f"{report['episodes']['held_out']} held out) in {report['seconds']:.0f} s -> {cmd.out}/encoder.pt")
     print(f"held-out Spearman rho of V(s, final frame) vs -(steps to go): "
           f"{'undefined' if rho is None else f'{rho:.3f}'}")
+    if "target" in report:
+        rho = report["target"]["mean_spearman"]
+        print(f"on {cmd.report_dataset}: {'undefined' if rho is None else f'{rho:.3f}'}")

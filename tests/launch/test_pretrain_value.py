@@ -99,10 +99,13 @@ def test_icvf_on_videos_orders_held_out_frames_by_steps_to_go(tmp_path, capsys):
 def test_icvf_on_a_dataset_camera_then_iql_starts_from_the_frozen_encoder(tmp_path):
     dataset = bar_dataset(tmp_path / "ds")
     out = tmp_path / "icvf"
+    target = bar_dataset(tmp_path / "target", episodes=3)
     main(["pretrain-value", "--dataset", str(dataset), "--camera", CAMERA, "--out", str(out),
-          "--optim.steps", "20", *SMALL])
+          "--optim.steps", "20", "--report-dataset", str(target), *SMALL])
     report = json.loads((out / "value_report.json").read_text())
     assert report["image_shape"] == [32, 32, 3] and report["preprocessing"]["camera"] == CAMERA
+    assert report["target"]["dataset"] == str(target) and len(report["target"]["episodes"]) == 3
+    assert (out / "value_curves_target.png").stat().st_size > 1000
     assert report["episodes"] == {"train": 5, "held_out": 1, "skipped": []}
     assert report["frames"] == 6 * 12
     iql = tmp_path / "iql"

@@ -25,7 +25,7 @@ class BehaviourCloning(nn.Module):
         if image and camera is None:
             raise ValueError("encoder=image needs a camera")
         encoder = ImageEncoder(cfg.channels, 64) if image else None
-        self.actor = IqlActor(Features(obs_dim, goal_dim, encoder), action_dim, cfg.hidden,
+        self.actor = IqlActor(Features(obs_dim, goal_dim, encoder, cfg.state_dims), action_dim, cfg.hidden,
                               cfg.actor == "gaussian", "bc", (camera,) if image else (),
                               image_shape if image else None)
         self.metrics: dict[str, float] = {}

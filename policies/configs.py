@@ -175,6 +175,10 @@ class IqlConfig:
     encoder: Literal["state", "image"] = "state"
     """Input: ``observation.state``, or a camera frame (CNN shared by Q and V; the actor reads
     its features detached) next to the state."""
+    state_dims: tuple[int, ...] | None = None
+    """Elements of ``observation.state`` the networks read (None: all). With a camera, the
+    proprioceptive ones (e.g. MetaWorld's hand position and gripper, 0 1 2 3) leave the scene to
+    the image, as image-based robot RL does."""
     camera: str | None = None
     """Camera for ``encoder=image``; default: the dataset's first."""
     channels: tuple[int, ...] = (16, 32, 32, 32)

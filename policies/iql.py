@@ -46,17 +46,27 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 class Features(nn.Module):
     """State (+ goal) (+ camera frame) -> one feature vector.
 
-    obs [B, T, S] (last frame), goal [B, G], image uint8 [B, H, W, 3] or None -> [B, D].
+    obs [B, T, S] (last frame; only ``state_dims`` of it when given), goal [B, G], image uint8
+    [B, H, W, 3] or None -> [B, D].
     """
 
-    def __init__(self, obs_dim: int, goal_dim: int, encoder: ImageEncoder | None = None):
+    def __init__(self, obs_dim: int, goal_dim: int, encoder: ImageEncoder | None = None,
+                 state_dims: tuple[int, ...] | None = None):
         super().__init__()
         self.encoder = encoder
-        self.dim = obs_dim + goal_dim + (encoder.out_dim if encoder is not None else 0)
+        self.state_dims = None if state_dims is None else tuple(int(i) for i in state_dims)
+        if self.state_dims is not None:
+            bad = [i for i in self.state_dims if not 0 <= i < obs_dim]
+            if bad or not self.state_dims:
+                raise ValueError(f"state_dims must be indices of the {obs_dim} state elements, got {state_dims}")
+            self.register_buffer("state_index", torch.tensor(self.state_dims, dtype=torch.long))
+        width = obs_dim if self.state_dims is None else len(self.state_dims)
+        self.dim = width + goal_dim + (encoder.out_dim if encoder is not None else 0)
 
     def forward(self, obs: torch.Tensor, goal: torch.Tensor, image: torch.Tensor | None = None,
                 detach_image: bool = False) -> torch.Tensor:
-        parts = [obs[:, -1], goal]
+        state = obs[:, -1] if self.state_dims is None else obs[:, -1].index_select(-1, self.state_index)
+        parts = [state, goal]
         if self.encoder is not None:
             if image is None:
                 raise ValueError("this network reads a camera frame: pass image")
@@ -133,7 +143,7 @@ class Iql(nn.Module):
         if image and camera is None:
             raise ValueError("encoder=image needs a camera")
         encoder = ImageEncoder(cfg.channels, 64) if image else None
-        self.features = Features(obs_dim, goal_dim, encoder)
+        self.features = Features(obs_dim, goal_dim, encoder, cfg.state_dims)
         d = self.features.dim
         self.q1 = mlp(d + action_dim, cfg.hidden, 1)
         self.q2 = mlp(d + action_dim, cfg.hidden, 1)

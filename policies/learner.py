@@ -377,10 +377,9 @@ class Learner:
 
 def pretrained_data_cfg(payload: dict):
     """The ``IqlConfig`` (reward column, normalization, terminals) the checkpoint was trained on."""
-    from tether.policies.configs import IqlConfig
+    from tether.policies.offline import iql_config
 
-    c = payload["config"]
-    return IqlConfig(**{**c, "hidden": tuple(c["hidden"]), "channels": tuple(c["channels"])})
+    return iql_config(payload["config"])
 
 
 def plot_curves(episodes: list[dict], curve: list[dict], path: Path) -> None:

@@ -166,6 +166,8 @@ def build_learner(algo: Literal["iql", "bc", "calql"], cfg: IqlConfig, obs_dim: 
 
         if camera is not None:
             raise ValueError("calql reads observation.state only; use --iql.encoder state")
+        if cfg.state_dims is not None:
+            raise ValueError("calql reads the whole observation.state; --iql.state-dims is for iql and bc")
         return CalQl(calql or CalQlConfig(), obs_dim, action_dim, goal_dim)
 
     cls = Iql if algo == "iql" else BehaviourCloning
@@ -199,8 +201,7 @@ def load_offline_policy(path: Path | str):
     payload = torch.load(Path(path), weights_only=False, map_location="cpu")
     if not isinstance(payload, dict) or payload.get("kind") not in OFFLINE_KINDS:
         raise ValueError(f"{path} is not a tether IQL/BC/Cal-QL checkpoint")
-    c = payload["config"]
-    cfg = IqlConfig(**{**c, "hidden": tuple(c["hidden"]), "channels": tuple(c["channels"])})
+    cfg = iql_config(payload["config"])
     dims = payload["dims"]
     learner = build_learner(payload["kind"], cfg, dims["obs_dim"], dims["action_dim"], dims["goal_dim"],
                             dims.get("camera"), tuple(dims["image_shape"]) if dims.get("image_shape") else None,
@@ -208,6 +209,13 @@ def load_offline_policy(path: Path | str):
     learner.load_state_dict(payload["state_dict"])
     return (learner.eval(), Normalizer.from_dict(payload["normalizer"]), payload["tasks"],
             RobotSpec.from_dict(payload["spec"]))
+
+
+def iql_config(d: dict) -> IqlConfig:
+    """``IqlConfig`` from its ``asdict`` form (a checkpoint's; older ones lack ``state_dims``)."""
+    dims = d.get("state_dims")
+    return IqlConfig(**{**d, "hidden": tuple(d["hidden"]), "channels": tuple(d["channels"]),
+                        "state_dims": None if dims is None else tuple(dims)})
 
 
 def calql_config(d: dict) -> CalQlConfig:

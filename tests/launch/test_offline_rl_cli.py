@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tether.launch.cli import main
+from tether.policies.offline import load_offline_policy
 from tether.robot.dataset import Dataset, DatasetWriter
 from tether.robot.drivers.pointmass import TASK, pointmass_spec
 from tether.robot.spec import Feature, RobotSpec
@@ -113,9 +114,18 @@ def test_bc_and_image_iql_write_onnx(tmp_path, capsys):
     assert "bc on" in capsys.readouterr().out
     main(["train", str(root), "--algo", "iql", "--out", str(tmp_path / "img"), "--iql.hidden", "16",
           "--iql.encoder", "image", "--iql.channels", "8", "8", "--iql.terminal", "none",
-          "--optim.steps", "20", "--optim.batch-size", "16"])
+          "--iql.state-dims", "0", "1", "--optim.steps", "20", "--optim.batch-size", "16"])
     report = json.loads((tmp_path / "img" / "report.json").read_text())
     assert report["camera"] == "observation.images.front" and report["parity"] <= 1e-5
+    # the camera and the first two state elements: the rest of the state changes nothing
+    learner, normalizer, _, _ = load_offline_policy(tmp_path / "img" / "policy.pt")
+    obs = torch.randn(4, 1, normalizer.obs_mean.shape[0])
+    image = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    moved = obs.clone()
+    moved[..., 2:] += 5.0
+    goal = torch.zeros(4, 1)
+    torch.testing.assert_close(learner.actor(moved, goal, image), learner.actor(obs, goal, image))
+    assert not torch.allclose(learner.actor(obs + 5.0, goal, image), learner.actor(obs, goal, image))
 
 
 def test_bad_reward_column_labels_and_flags_are_one_line_errors(tmp_path, capsys):

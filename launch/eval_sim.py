@@ -106,12 +106,21 @@ class DriverEnv:
 DEFAULT_MAX_EPISODE_STEPS = 500
 
 
+def _cameras(policy_spec: RobotSpec, camera: str | None, image_size: int) -> tuple[tuple[str, ...], int]:
+    """The cameras a simulator renders: those the policy reads (at their size, which then sets
+    the videos' too), and ``camera`` for videos; and the image size."""
+    prefix = "observation.images."
+    needed = {k[len(prefix):]: f.shape[0] for k, f in policy_spec.observation.items() if k.startswith(prefix)}
+    cameras = tuple(dict.fromkeys([*needed, *(() if camera is None else (camera,))]))
+    return cameras, next(iter(needed.values()), image_size)
+
+
 def _metaworld(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: str | None) -> EvalEnv:
     from tether.robot.drivers.metaworld import MetaWorldRobot
 
-    cameras = () if camera is None else (camera,)
+    cameras, size = _cameras(policy_spec, camera, sim.image_size)
     steps = sim.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
-    return DriverEnv(MetaWorldRobot(tuple(tasks), steps, True, cameras, sim.image_size))
+    return DriverEnv(MetaWorldRobot(tuple(tasks), steps, True, cameras, size))
 
 
 def _pointmass(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: str | None) -> EvalEnv:
@@ -130,8 +139,8 @@ def _ogbench(name: str) -> Callable[..., EvalEnv]:
     def factory(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: str | None) -> EvalEnv:
         from tether.robot.drivers.ogbench import OGBenchRobot
 
-        cameras = () if camera is None else (camera,)
-        return DriverEnv(OGBenchRobot(name, cameras, sim.image_size, eval_steps=sim.max_episode_steps))
+        cameras, size = _cameras(policy_spec, camera, sim.image_size)
+        return DriverEnv(OGBenchRobot(name, cameras, size, eval_steps=sim.max_episode_steps))
 
     return factory
 

@@ -295,3 +295,26 @@ def test_video_choice_keeps_both_outcomes():
     quota = VideoQuota(2)  # robot mode decides as episodes end
     assert [quota.keep("t", e["success"]) for e in eps] == [True, False, False, True, False]
     assert not quota.want("t")
+
+
+def test_image_policy_gets_its_camera_in_direct_sim(tmp_path):
+    """A policy that reads a camera is evaluated with that camera rendered at its size, and the
+    videos come from the same camera at the same size."""
+    import torch
+
+    from tether.policies.configs import IqlConfig
+    from tether.policies.data import Normalizer
+    from tether.policies.export import export_policy
+    from tether.policies.iql import Iql
+
+    spec = metaworld_spec(("reach-v3",), cameras=("corner",), image_size=32)
+    torch.manual_seed(0)
+    model = Iql(IqlConfig(hidden=(8,), encoder="image", channels=(4,), state_dims=(0, 1, 2, 3)), 39, 4, 1,
+                "observation.images.corner", (32, 32, 3))
+    norm = Normalizer(np.zeros(39), np.ones(39), np.zeros(4), np.ones(4))
+    policy = export_policy(model.actor, norm, spec, ["reach-v3"], tmp_path / "img.onnx")
+    results = evaluate_sim(EvalCommand(policy, sim="metaworld", episodes=2, seed=1000, max_episode_steps=5,
+                                       videos_per_task=1, out=tmp_path / "img"))
+    assert [e["length"] for e in results["per_episode"]] == [5, 5]
+    filmed = [e for e in results["per_episode"] if e["video"]]
+    assert read_mp4(filmed[0]["video"]).shape == (6, 32, 32, 3)

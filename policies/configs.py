@@ -162,8 +162,12 @@ class IqlConfig:
     reward: str = "next.reward"
     """Reward column: ``next.reward``, a relabelled ``reward.<name>``, or ``constant`` (every
     transition 0: advantages vanish and IQL reduces to behaviour cloning; a control)."""
-    reward_normalization: Literal["standardize", "none"] = "standardize"
-    """standardize: (r - mean) / std over the dataset (a learned reward's scale is arbitrary)."""
+    reward_normalization: Literal["below_max", "standardize", "none"] = "below_max"
+    """below_max: (r - max) / std over the dataset, so no step's reward is positive and the best
+    is 0 (a learned reward's offset and scale are arbitrary; with success as terminal, a positive
+    reward near success would make ending the episode a loss: the policy learns to hover next to
+    the goal, which is what MetaWorld's dense reward does to IQL on drawer-open). standardize:
+    (r - mean) / std."""
     reward_shift: float = -1.0
     """Added after normalization. With success as terminal every step then costs, so ending the
     episode by success is attractive (IQL's AntMaze recipe subtracts 1 likewise); with no

@@ -44,7 +44,7 @@ import zmq
 from tether.policies.calql import CalQl, mc_returns
 from tether.policies.configs import OnlineConfig
 from tether.policies.export import export_policy
-from tether.policies.offline import REWARD_STD_MIN, Transitions, load_offline_policy
+from tether.policies.offline import Transitions, load_offline_policy, normalize_rewards
 from tether.policies.replay import MixedSampler, ReplayBuffer
 from tether.policies.sac import ExplorationPolicy, Sac
 from tether.robot import learner_link
@@ -165,14 +165,9 @@ class Learner:
         return buf
 
     def normalize_reward(self, raw: np.ndarray) -> np.ndarray:
-        """The robot's reward as pre-training saw its dataset's: standardized with the dataset's
-        statistics when it was, then shifted."""
-        r = np.asarray(raw, np.float64)
-        info = self.reward_info
-        if info.get("normalization") == "standardize":
-            std = info.get("raw_std", 1.0)
-            r = (r - info.get("raw_mean", 0.0)) / (std if std > REWARD_STD_MIN else 1.0)
-        return (r + info.get("shift", 0.0)).astype(np.float32)
+        """The robot's reward as pre-training saw its dataset's (``offline.normalize_rewards``
+        with the dataset's statistics)."""
+        return normalize_rewards(raw, self.reward_info)
 
     def add_transitions(self, msg: dict) -> None:
         """Store one ``transitions`` message (normalized) and book its episode's end."""

@@ -96,11 +96,9 @@ class Transitions:
         else:
             raw = f[cfg.reward].reshape(-1).astype(np.float64)
             info = {"column": cfg.reward, "normalization": cfg.reward_normalization, "shift": cfg.reward_shift,
-                    "raw_mean": float(raw[starts].mean()), "raw_std": float(raw[starts].std())}
-            if cfg.reward_normalization == "standardize":
-                std = raw[starts].std()
-                raw = (raw - raw[starts].mean()) / (std if std > REWARD_STD_MIN else 1.0)
-            reward = (raw + cfg.reward_shift).astype(np.float32)
+                    "raw_mean": float(raw[starts].mean()), "raw_std": float(raw[starts].std()),
+                    "raw_max": float(raw[starts].max())}
+            reward = normalize_rewards(raw, info)
         camera = None
         if cfg.encoder == "image":
             from tether.policies.reward_model import check_camera
@@ -147,6 +145,20 @@ class Transitions:
             return batch
 
         return sample_batch
+
+
+def normalize_rewards(raw: np.ndarray, info: dict) -> np.ndarray:
+    """Rewards as training sees them: ``info["normalization"]`` (``below_max``: (r - max) / std,
+    ``standardize``: (r - mean) / std, ``none``) with the dataset's statistics in ``info``, then
+    ``info["shift"]`` added; float32. Online fine-tuning applies the same to the robot's rewards."""
+    r = np.asarray(raw, np.float64)
+    std = info.get("raw_std", 1.0)
+    std = std if std > REWARD_STD_MIN else 1.0
+    if info.get("normalization") == "standardize":
+        r = (r - info.get("raw_mean", 0.0)) / std
+    elif info.get("normalization") == "below_max":
+        r = (r - info.get("raw_max", 0.0)) / std
+    return (r + info.get("shift", 0.0)).astype(np.float32)
 
 
 def build_learner(algo: Literal["iql", "bc", "calql"], cfg: IqlConfig, obs_dim: int, action_dim: int, goal_dim: int,

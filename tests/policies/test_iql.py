@@ -99,10 +99,12 @@ def test_transitions_terminals_and_reward_columns(tmp_path):
     assert t.done[t.starts].tolist() == [0, 0, 0, 1, 0, 0, 0, 0]
     assert t.next_row[[2, 7]].tolist() == [3, 8]  # the truncated frame is still a next state
     assert t.reward.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4]
-    t = Transitions.from_dataset(ds, IqlConfig(terminal="none"))
+    t = Transitions.from_dataset(ds, IqlConfig(terminal="none", reward_normalization="standardize"))
     assert t.starts.tolist() == [0, 1, 2, 4, 5, 6, 7] and t.done.sum() == 0
     r = t.reward[t.starts]
     assert r.mean() == pytest.approx(-1.0, abs=1e-6) and r.std() == pytest.approx(1.0, abs=1e-5)
+    r = Transitions.from_dataset(ds, IqlConfig(terminal="none")).reward[t.starts]  # below_max, the default
+    assert r.max() == pytest.approx(-1.0, abs=1e-6) and r.std() == pytest.approx(1.0, abs=1e-5)
     assert (Transitions.from_dataset(ds, IqlConfig(reward="constant")).reward == 0).all()
     with pytest.raises(RewardColumnError, match=r"no reward column 'reward.vlm'; it has \['next.reward'\]"):
         Transitions.from_dataset(ds, IqlConfig(reward="reward.vlm"))

@@ -10,8 +10,11 @@ object and goal positions by seed).
 
 ``--quality`` makes unlabelled, mixed-quality data for offline RL (as D4RL's and the RL-VLM-F
 follow-up's datasets are made): ``expert`` adds Gaussian noise of std ``--expert-noise`` to the
-expert's action, ``medium`` of std ``--medium-noise``, ``random`` sends uniform random actions, and
-``mix`` draws one of the three per episode with ``--mix`` probabilities (seeded).
+expert's action, ``medium`` of std ``--medium-noise``, ``random`` sends uniform random actions,
+``play`` reaches for random points of the workspace one after another with a random gripper (the
+off-task motion of play data, Lynch et al. 2019: unlike zero-mean noise, it does not average out
+of behaviour cloning), and ``mix`` draws one of the four per episode with ``--mix`` probabilities
+(seeded).
 """
 
 from __future__ import annotations
@@ -56,14 +59,15 @@ class CollectConfig:
     """Append to an existing dataset."""
     overwrite: bool = False
     """Replace an existing dataset."""
-    quality: Literal["expert", "medium", "random", "mix"] = "expert"
-    """Data quality: expert, noisy expert (medium), random actions, or a per-episode mix."""
+    quality: Literal["expert", "medium", "random", "play", "mix"] = "expert"
+    """Data quality: expert, noisy expert (medium), random actions, random reaching (play), or a
+    per-episode mix."""
     expert_noise: float = 0.0
     """Std of the Gaussian noise on expert episodes (action units; actions are clipped to limits)."""
     medium_noise: float = 0.6
     """Std of the Gaussian noise on medium episodes."""
-    mix: tuple[float, float, float] = (0.3, 0.4, 0.3)
-    """Probabilities of expert, medium and random episodes with --quality mix."""
+    mix: tuple[float, ...] = (0.3, 0.4, 0.3)
+    """Probabilities of expert, medium, random (and play) episodes with --quality mix."""
     env: str = "metaworld"
     """Source: metaworld (--tasks' experts), or ogbench:scene / ogbench:cube-single (OGBench play
     data: --episodes episodes of --episode-steps ticks, task "play")."""
@@ -85,7 +89,11 @@ class CollectConfig:
     scenes' meshes in ~30 ms a frame. Held ticks are counted and warned about."""
 
 
-QUALITIES = ("expert", "medium", "random")
+QUALITIES = ("expert", "medium", "random", "play")
+# MetaWorld's hand workspace (m, world frame: sawyer_xyz_base's hand_low / hand_high) and the
+# gain of a waypoint reach (MetaWorld's experts move with p = 10: action 1 = 1 cm per tick).
+PLAY_LOW, PLAY_HIGH = np.array([-0.4, 0.45, 0.06]), np.array([0.4, 0.9, 0.3])
+PLAY_GAIN, PLAY_REACHED_M, PLAY_MAX_STEPS = 10.0, 0.02, 40
 SOFTWARE_RENDER_RATE_HZ = 10.0  # OGBench with cameras: what a 2-core CPU renders without holds
 
 
@@ -94,10 +102,29 @@ def episode_qualities(cfg: CollectConfig, task_index: int) -> list[str]:
     if cfg.quality != "mix":
         return [cfg.quality] * cfg.episodes
     p = np.asarray(cfg.mix, np.float64)
-    if p.shape != (3,) or (p < 0).any() or p.sum() <= 0:
-        raise UsageError(f"--mix takes 3 non-negative probabilities (expert medium random), not {cfg.mix}")
+    if p.shape not in ((3,), (4,)) or (p < 0).any() or p.sum() <= 0:
+        raise UsageError(f"--mix takes 3 or 4 non-negative probabilities (expert medium random [play]), "
+                         f"not {cfg.mix}")
     rng = np.random.default_rng([cfg.seed, task_index])
-    return [QUALITIES[i] for i in rng.choice(3, size=cfg.episodes, p=p / p.sum())]
+    return [QUALITIES[i] for i in rng.choice(len(p), size=cfg.episodes, p=p / p.sum())]
+
+
+def play_policy(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """Random reaching: the hand (state[:3], m) goes to a random point of the workspace, and on
+    to a new one once within 2 cm or after 40 ticks, the gripper (action[3]) set at random per
+    point; actions in [-1, 1]."""
+    target = {"point": None, "grip": 0.0, "steps": 0}
+
+    def act(state: np.ndarray) -> np.ndarray:
+        hand = np.asarray(state[:3], np.float64)
+        if (target["point"] is None or np.linalg.norm(target["point"] - hand) < PLAY_REACHED_M
+                or target["steps"] >= PLAY_MAX_STEPS):
+            target.update(point=rng.uniform(PLAY_LOW, PLAY_HIGH), grip=rng.uniform(-1, 1), steps=0)
+        target["steps"] += 1
+        move = np.clip(PLAY_GAIN * (target["point"] - hand), -1, 1)
+        return np.append(move, target["grip"]).astype(np.float32)
+
+    return act
 
 
 def noisy(expert: Callable[[np.ndarray], np.ndarray], quality: str, cfg: CollectConfig,
@@ -105,6 +132,8 @@ def noisy(expert: Callable[[np.ndarray], np.ndarray], quality: str, cfg: Collect
     """The behaviour policy of one episode: state (39,) -> action (4,) in [-1, 1]."""
     if quality == "random":
         return lambda state: rng.uniform(-1, 1, 4).astype(np.float32)
+    if quality == "play":
+        return play_policy(rng)
     std = cfg.expert_noise if quality == "expert" else cfg.medium_noise
     if std == 0:
         return expert

@@ -105,3 +105,19 @@ def test_collect_quality_mix_is_seeded_and_checked():
     random = np.stack([noisy(expert, "random", cfg, rng)(None) for _ in range(500)])
     assert abs(random.mean()) < 0.1 and random.min() >= -1
     assert noisy(expert, "expert", cfg, rng) is expert  # no noise asked: the expert itself
+
+
+def test_play_quality_reaches_random_points_in_turn():
+    from tether.launch.collect import PLAY_HIGH, PLAY_LOW, CollectConfig, episode_qualities, play_policy
+
+    cfg = CollectConfig(dataset=None, episodes=400, quality="mix", mix=(0.1, 0.2, 0.3, 0.4), seed=0)
+    assert 120 <= episode_qualities(cfg, 0).count("play") <= 200
+    act = play_policy(np.random.default_rng(0))
+    hand, targets = np.array([0.0, 0.6, 0.2]), set()
+    for _ in range(400):  # a hand that moves 1 cm per unit of action, as MetaWorld's does
+        a = act(np.concatenate([hand, np.zeros(35)]))
+        assert a.shape == (4,) and np.abs(a).max() <= 1
+        targets.add(round(float(a[3]), 6))  # one gripper value per target point
+        hand = hand + a[:3] / 100
+        assert (hand >= PLAY_LOW - 0.05).all() and (hand <= PLAY_HIGH + 0.05).all()
+    assert len(targets) >= 8  # it reached (or gave up on) many points, one after another

@@ -167,13 +167,10 @@ def pretrain_value(cmd: PretrainValueCommand, on_step=None) -> dict:
 
 def main(cmd: PretrainValueCommand) -> None:
     """Entry point of ``tether pretrain-value``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from tether.launch.progress import training_progress
 
-    columns = (TextColumn("icvf"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
-    with Progress(*columns, disable=cmd.json) as progress:
-        bar = progress.add_task("pretrain", total=cmd.optim.steps, loss=float("nan"))
-        report = pretrain_value(cmd, lambda step, loss: progress.update(bar, completed=step + 1, loss=loss))
+    with training_progress("icvf", cmd.optim.steps, disable=cmd.json) as on_step:
+        report = pretrain_value(cmd, on_step)
     if not report:
         return
     if cmd.json:

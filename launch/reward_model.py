@@ -109,13 +109,10 @@ def fit(cmd: RewardModelCommand, on_step=None, on_episode=None) -> dict:
 
 def main(cmd: RewardModelCommand) -> None:
     """Entry point of ``tether reward-model``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from tether.launch.progress import training_progress
 
-    columns = (TextColumn("reward model"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
-    with Progress(*columns, disable=cmd.json) as progress:
-        bar = progress.add_task("fit", total=cmd.model.steps, loss=float("nan"))
-        report = fit(cmd, lambda step, loss: progress.update(bar, completed=step + 1, loss=loss))
+    with training_progress("reward model", cmd.model.steps, disable=cmd.json) as on_step:
+        report = fit(cmd, on_step)
     if cmd.json:
         print(json.dumps(report, indent=2))
         return

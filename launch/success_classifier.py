@@ -82,13 +82,10 @@ def _percent(x: float | None) -> str:
 
 def main(cmd: SuccessClassifierCommand) -> None:
     """Entry point of ``tether success-classifier``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from tether.launch.progress import training_progress
 
-    columns = (TextColumn("success classifier"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
-    with Progress(*columns, disable=cmd.json) as progress:
-        bar = progress.add_task("fit", total=cmd.classifier.steps, loss=float("nan"))
-        report = fit(cmd, lambda step, loss: progress.update(bar, completed=step + 1, loss=loss))
+    with training_progress("success classifier", cmd.classifier.steps, disable=cmd.json) as on_step:
+        report = fit(cmd, on_step)
     if cmd.json:
         print(json.dumps(report, indent=2))
         return

@@ -116,7 +116,7 @@ def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | 
 
 
 def main(cmd: TrainCommand) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from tether.launch.progress import training_progress
 
     if cmd.algo not in ("iql", "calql") and cmd.reward is not None:
         from tether.launch import UsageError
@@ -125,10 +125,7 @@ def main(cmd: TrainCommand) -> None:
     from tether.policies.train import distributed_rank
 
     rank, world = distributed_rank()
-    columns = (TextColumn(cmd.algo), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
-    with Progress(*columns, disable=rank != 0) as progress:
-        bar = progress.add_task("train", total=cmd.optim.steps, loss=float("nan"))
-        on_step = lambda step, loss: progress.update(bar, completed=step + 1, loss=loss)  # noqa: E731
+    with training_progress(cmd.algo, cmd.optim.steps, disable=rank != 0) as on_step:
         if cmd.algo in ("beso", "gcbc"):
             path, result, frames = train_beso(cmd, on_step)
         else:

@@ -46,6 +46,30 @@ def serve_in_thread(robot, **kwargs):
 
 
 @pytest.fixture
+def pty_pair():
+    """A pseudo-terminal (master fd, slave fd): a test types on the master what a terminal
+    device reads from the slave."""
+    master, slave = os.openpty()
+    yield master, slave
+    for fd in (master, slave):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: on two shared cores one thread is several times faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def pointmass_server():
     from tether.robot.drivers.pointmass import PointMassRobot
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 from tether.launch.cli import main
 from tether.policies.configs import SuccessClassifierConfig
@@ -29,12 +28,7 @@ SPEC = RobotSpec(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def success_dataset(root: Path, episodes: int = 12, length: int = 30, seed: int = 0, with_success: bool = True) -> Path:

@@ -168,17 +168,6 @@ def test_vlm_verdict_rewards_the_last_step(files, tmp_path, robot, fake_vlm):
     assert not stats.episodes[0]["success"] and not sent[0]["reward"].any() and reward.unreadable == 1
 
 
-@pytest.fixture
-def pty_pair():
-    master, slave = os.openpty()
-    yield master, slave
-    for fd in (master, slave):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def test_keyboard_takes_over_and_its_estop_stops_the_actor(files, tmp_path, server, pty_pair):
     master, slave = pty_pair
     keys = KeyboardOptions(fd=slave, first_hold_s=5.0, repeat_hold_s=5.0)

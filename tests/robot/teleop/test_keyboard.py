@@ -16,17 +16,6 @@ from tether.robot.teleop.keyboard import KeyboardDevice, parse_keys
 from tether.sim.metaworld import metaworld_spec
 
 
-@pytest.fixture
-def pty_pair():
-    master, slave = os.openpty()
-    yield master, slave
-    for fd in (master, slave):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def keyboard(fd, spec=None, **hold):
     hold = {"first_hold_s": 0.3, "repeat_hold_s": 0.1, **hold}
     config = TeleopConfig(translation_scale=1.0, deadzone=0.0, keyboard=KeyboardOptions(fd=fd, **hold))

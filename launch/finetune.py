@@ -16,7 +16,7 @@ from them), ``actor.log``.
 
 Algorithms: WSRL (Zhou et al., ICLR 2025), RLPD (Ball et al., ICML 2023), Cal-QL (Nakamoto et
 al., 2023); see ``tether.policies.learner``. Rewards (computed by the actor, see
-``tether.robot.reward_sources``): ``sim``, the robot's own; ``classifier``, a success classifier
+``tether.perception.success_rewards``): ``sim``, the robot's own; ``classifier``, a success classifier
 (``tether success-classifier``) on each new camera frame, success ending the episode; ``vlm``, an
 OpenAI-compatible VLM's yes/no verdict on each episode's final frame. Interventions:
 ``--intervene keyboard|spacemouse|gamepad|leader`` lets an operator take over at any time (the
@@ -254,11 +254,11 @@ def _reward_source(cmd: ActorCommand):
     :func:`_check_reward`."""
     _check_reward(cmd)
     if cmd.reward == "classifier":
-        from tether.robot.reward_sources import ClassifierReward
+        from tether.perception.success_rewards import ClassifierReward
 
         return ClassifierReward(cmd.classifier, cmd.threshold)
     if cmd.reward == "vlm":
-        from tether.robot.reward_sources import VlmSuccessReward
+        from tether.perception.success_rewards import VlmSuccessReward
 
         return VlmSuccessReward(cmd.vlm_camera, cmd.vlm)
     return None

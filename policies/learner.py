@@ -16,7 +16,7 @@ Algorithms (``OnlineConfig.algo``), all from a Cal-QL checkpoint (``tether train
   batches; online transitions get their Monte-Carlo return-to-go once their episode ends.
 
 Rewards are what the actor sends: the robot's own (``sim``), or a success classifier's or a
-VLM's computed on the robot side (``tether.robot.reward_sources``); pre-train on the same kind of
+VLM's computed on the robot side (``tether.perception.success_rewards``); pre-train on the same kind of
 reward (``tether success-classifier --relabel``). They are normalized as in pre-training (the
 checkpoint's reward statistics), plus ``intervention_penalty`` where a human took over (RLIF, Luo
 et al., 2023).

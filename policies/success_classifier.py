@@ -18,7 +18,7 @@ shift (Yarats et al., "Image Augmentation Is All You Need", ICLR 2021): edge-pad
 
 Exported to ONNX (``classifier.onnx``): input ``image`` uint8 [B, H, W, 3] (the camera's frames as
 recorded), output ``success_prob`` [B]; metadata ``tether.classifier`` names the camera, image
-shape and threshold. ``tether.robot.reward_sources.ClassifierReward`` runs it on the robot
+shape and threshold. ``tether.perception.success_rewards.ClassifierReward`` runs it on the robot
 computer with onnxruntime.
 """
 
@@ -35,12 +35,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tether.perception.success_rewards import CLASSIFIER_META_KEY
 from tether.policies.configs import SuccessClassifierConfig, TrainConfig
 from tether.policies.networks import ImageEncoder, mlp
 from tether.robot.dataset import Dataset, DatasetError, VideoCache
 
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
-META_KEY = "tether.classifier"
 
 
 class ClassifierDataError(DatasetError):
@@ -246,7 +246,7 @@ def export_classifier(model: SuccessClassifier, path: Path, camera: str, image_s
 
     example = (torch.zeros((2, *image_shape), dtype=torch.uint8),)
     proto = onnx_program(_ProbGraph(model.eval()), example, ["image"], ["success_prob"])
-    meta = {META_KEY: json.dumps({"camera": camera, "image_shape": list(image_shape),
+    meta = {CLASSIFIER_META_KEY: json.dumps({"camera": camera, "image_shape": list(image_shape),
                                   "threshold": model.cfg.threshold})}
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_onnx(proto, meta, path)

@@ -13,7 +13,7 @@ learner (``tether.robot.learner_link``), and takes the new weights the learner s
   every other end is a truncation (the learner bootstraps from it). Each transition carries the
   version of the weights that chose it, and whether a human intervened.
 * Rewards: the robot's own (a simulator's), or a ``reward`` source computed here
-  (``tether.robot.reward_sources``): a success classifier on every new frame (success ends the
+  (``tether.perception.success_rewards``): a success classifier on every new frame (success ends the
   episode), or a VLM's verdict on the final frame (the episode's last transition is held back
   until it is in). ``terminal`` is then the source's success.
 * Interventions: ``intervene(state)`` (a teleop device, ``tether.robot.teleop.intervention``) may

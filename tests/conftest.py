@@ -107,7 +107,7 @@ class FakeVLM:
         faults: consumed one per request, first: "429" (Retry-After: ``retry_after``), "500",
             "401", "slow" (sleeps ``slow_s`` then answers), "not-json" (200 with HTML).
         replies: task text -> label-stage reply (None: a null content); default ``default_reply``.
-        success_reply: the answer to a success question (``tether.robot.reward_sources``).
+        success_reply: the answer to a success question (``tether.perception.success_rewards``).
     """
 
     def __init__(self):

@@ -62,6 +62,7 @@ def test_deployment_path_imports_no_torch():
         "import tether.robot.dataset, tether.robot.drivers.pointmass, tether.launch.cli\n"
         "import tether.launch.eval, tether.launch.serve\n"
         "import tether.robot.actor, tether.robot.learner_link, tether.launch.finetune\n"
+        "import tether.perception.success_rewards, tether.robot.teleop.intervention\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "assert not bad, bad\n"
         "print('ok')\n"

@@ -1,5 +1,7 @@
-"""Rewards computed on the robot computer for online fine-tuning, where the robot itself reports
-none (real hardware) or where the simulator's should not be used (to fine-tune as on hardware).
+"""Success detectors as rewards for online fine-tuning, run on the robot computer by the actor
+(onnxruntime and an HTTP client; no torch), where the robot itself reports no reward (hardware)
+or where the simulator's should not be used (to fine-tune as on hardware). The actor
+(``tether.robot.actor``) is handed one; it imports nothing from here.
 
 * ``ClassifierReward``: a success classifier (``tether success-classifier``, exported to ONNX) on
   the camera frame of every new state, thresholded: reward 1.0 and the episode ends on success, 0.0
@@ -26,7 +28,8 @@ import numpy as np
 
 from tether.robot.spec import RobotSpec, SpecError
 
-CLASSIFIER_META_KEY = "tether.classifier"  # as written by tether.policies.success_classifier
+CLASSIFIER_META_KEY = "tether.classifier"
+"""ONNX metadata of a success classifier (``tether.policies.success_classifier`` writes it)."""
 
 
 class RewardSourceError(ValueError):

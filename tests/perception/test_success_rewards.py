@@ -19,7 +19,7 @@ from tether.policies.export import export_policy
 from tether.policies.success_classifier import SuccessClassifier, export_classifier
 from tether.robot.actor import Actor
 from tether.robot.drivers.arm import ArmRobot
-from tether.robot.reward_sources import ClassifierReward, RewardSourceError, VlmSuccessReward, parse_yes_no
+from tether.perception.success_rewards import ClassifierReward, RewardSourceError, VlmSuccessReward, parse_yes_no
 from tether.robot.spec import SpecError
 from tether.robot.teleop import TeleopConfig
 from tether.robot.teleop.config import KeyboardOptions
@@ -33,7 +33,7 @@ STEPS = 12
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A random arm policy and a random success classifier on 32x32 top-camera frames."""
-    root = tmp_path_factory.mktemp("reward_sources")
+    root = tmp_path_factory.mktemp("success_rewards")
     torch.manual_seed(0)
     spec = arm.arm_spec(("reach",), "ee_delta", ("top",), 32)
     obs, act = spec.observation["observation.state"].shape[0], spec.action.shape[0]

@@ -6,6 +6,7 @@
     tether finetune run --robot ADDRESS --policy CKPT --algo rlpd --dataset DATA   # 50% offline batches
     tether finetune learner CKPT --address tcp://0.0.0.0:5600 --out runs/ft --algo wsrl   # torch machine
     tether finetune actor --robot tcp://127.0.0.1:5555 --learner tcp://LEARNER:5600 --out runs/ft   # robot
+    tether finetune compare runs/wsrl runs/rlpd runs/calql --offline runs/eval_offline   # curves, dip
 
 ``run`` starts the actor as a second process (``tether finetune actor``, onnxruntime only) and
 runs the learner in this one, with a live line: episodes, success and return (last 10),
@@ -132,8 +133,26 @@ class ActorCommand(_ActorArgs):
     """sim: the robot's own; classifier or vlm: computed here (see tether finetune run --help)."""
 
 
+@dataclass
+class CompareCommand:
+    """Fine-tuning runs side by side: success curves, initial dip, steps to a success rate."""
+
+    runs: tyro.conf.Positional[list[Path]]
+    """Run folders (their episodes.json)."""
+    out: Path = Path("runs/finetune-compare")
+    offline: Path | None = None
+    """The offline policy's tether eval folder (eval.json), drawn as a flat line."""
+    window: int = 10
+    """Episodes in the moving average of success."""
+    dip_steps: float = 10_000
+    """The initial dip is the lowest success in this many first online steps."""
+    target: float = 0.8
+    """Success rate whose first crossing is reported (steps to target)."""
+
+
 FinetuneVerb = Union[
     Annotated[Run, tyro.conf.subcommand("run")],
+    Annotated[CompareCommand, tyro.conf.subcommand("compare")],
     Annotated[LearnerCommand, tyro.conf.subcommand("learner")],
     Annotated[ActorCommand, tyro.conf.subcommand("actor")],
 ]
@@ -305,7 +324,13 @@ def run_actor(cmd: ActorCommand) -> None:
 
 def main(cmd: FinetuneCommand) -> None:
     verb = cmd.verb
-    if isinstance(verb, ActorCommand):
+    if isinstance(verb, CompareCommand):
+        from tether.launch.finetune_compare import compare
+
+        compare(verb.runs, verb.out, verb.offline, verb.window, verb.dip_steps, verb.target)
+        print((verb.out / "compare.md").read_text(), end="")
+        print(f"wrote {verb.out}/compare.json, compare.md, compare.png")
+    elif isinstance(verb, ActorCommand):
         run_actor(verb)
     elif isinstance(verb, LearnerCommand):
         stop = threading.Event()

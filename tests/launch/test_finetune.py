@@ -99,3 +99,29 @@ def test_run_hands_its_actor_settings_to_the_actor_process():
     actor = tyro.cli(ActorCommand, args=flags)
     for name in ("classifier", "threshold", "vlm", "intervene", "teleop"):
         assert getattr(actor, name) == getattr(settings, name), name
+
+
+def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys):
+    def run(name, successes, per_episode=1000):
+        folder = tmp_path / name
+        folder.mkdir()
+        episodes = [{"success": s, "transitions": (k + 1) * per_episode, "return": 0.0, "length": per_episode,
+                     "interventions": 0} for k, s in enumerate(successes)]
+        (folder / "episodes.json").write_text(json.dumps(episodes))
+        return folder
+
+    wsrl = run("wsrl", [1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
+    rlpd = run("rlpd", [0] * 12)
+    (tmp_path / "offline").mkdir()
+    (tmp_path / "offline" / "eval.json").write_text(json.dumps({"success_rate": 0.5, "success_ci95": [0.3, 0.7],
+                                                                "episodes": 20}))
+    main(["finetune", "compare", str(wsrl), str(rlpd), "--offline", str(tmp_path / "offline"),
+          "--out", str(tmp_path / "cmp"), "--window", "2", "--dip-steps", "5000", "--target", "0.8"])
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    # smoothed over 2 episodes: 1, 1, .5, 0, .5, 1, ...
+    assert result["runs"]["wsrl"] == {"episodes": 12, "steps": 12000, "initial_dip": 0.0,
+                                      "steps_to_target": 1000, "final": 1.0}
+    assert result["runs"]["rlpd"]["steps_to_target"] is None and result["offline"]["success"] == 0.5
+    assert "| rlpd | 12 | 12000 | 0% | never | 0% |" in capsys.readouterr().out
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+    assert "no episodes.json" in fails(capsys, "finetune", "compare", tmp_path / "offline")

@@ -1,7 +1,8 @@
-"""``tether bench loop|record|policy|sim``: benchmarks of the deployment path and of the vectorized
-simulation, each with its baselines.
+"""``tether bench loop|record|policy|sim|finetune``: benchmarks of the deployment path, of the
+vectorized simulation and of online fine-tuning, each with its baselines.
 
-``record`` is in ``bench_record.py``, ``policy`` in ``bench_policy.py``, ``sim`` in ``bench_sim.py``. ``loop`` measures the timing of the robot link with a policy
+``record`` is in ``bench_record.py``, ``policy`` in ``bench_policy.py``, ``sim`` in ``bench_sim.py``,
+``finetune`` in ``bench_finetune.py``. ``loop`` measures the timing of the robot link with a policy
 in the loop, and its baselines.
 
 A point-mass robot server runs in its own process at ``--rate``; this process plays the policy
@@ -30,6 +31,8 @@ import numpy as np
 import tyro
 
 from tether.launch import processes
+from tether.launch.bench_finetune import FinetuneBench, bench_finetune
+from tether.launch.bench_finetune import print_result as print_finetune
 from tether.launch.bench_policy import PolicyBench, bench_policy
 from tether.launch.bench_policy import print_result as print_policy
 from tether.launch.bench_record import RecordBench, bench_record
@@ -166,22 +169,23 @@ def bench_loop(cmd: LoopBench) -> dict:
 @dataclass
 class BenchCommand:
     """Benchmarks: the control loop (rate, jitter, policy latency), recording (dropped frames),
-    a policy's inference (ms per action, onnxruntime vs torch), or the vectorized sim (env
-    steps/s vs SyncVectorEnv and raw MuJoCo)."""
+    a policy's inference (ms per action, onnxruntime vs torch), the vectorized sim (env
+    steps/s vs SyncVectorEnv and raw MuJoCo), or the actor's control rate while a learner trains."""
 
     bench: tyro.conf.OmitArgPrefixes[tyro.conf.OmitSubcommandPrefixes[Union[
         Annotated[LoopBench, tyro.conf.subcommand("loop")],
         Annotated[RecordBench, tyro.conf.subcommand("record")],
         Annotated[PolicyBench, tyro.conf.subcommand("policy")],
         Annotated[SimBench, tyro.conf.subcommand("sim")],
+        Annotated[FinetuneBench, tyro.conf.subcommand("finetune")],
     ]]]
 
 
 def main(command: BenchCommand) -> None:
     cmd = command.bench
-    if isinstance(cmd, (RecordBench, PolicyBench, SimBench)):
+    if isinstance(cmd, (RecordBench, PolicyBench, SimBench, FinetuneBench)):
         run, show = {RecordBench: (bench_record, print_record), PolicyBench: (bench_policy, print_policy),
-                     SimBench: (bench_sim, print_sim)}[type(cmd)]
+                     SimBench: (bench_sim, print_sim), FinetuneBench: (bench_finetune, print_finetune)}[type(cmd)]
         result = run(cmd)
         print(json.dumps(result, indent=2)) if cmd.json else show(result)
         return

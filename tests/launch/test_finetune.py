@@ -125,3 +125,14 @@ def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys):
     assert "| rlpd | 12 | 12000 | 0% | never | 0% |" in capsys.readouterr().out
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
     assert "no episodes.json" in fails(capsys, "finetune", "compare", tmp_path / "offline")
+
+
+def test_bench_finetune_measures_the_control_rate_alone_and_beside_a_learner(capsys):
+    main(["bench", "finetune", "--duration", "2", "--rate", "50", "--hidden", "32", "32", "--batch-size", "32",
+          "--json"])
+    result = json.loads(capsys.readouterr().out)
+    for phase in ("alone", "training"):
+        assert result[phase]["ticks"] > 50 and 0 < result[phase]["control_rate_hz"] <= 55
+    assert result["checks"]["learner_trained"] and result["learner_updates"] > 0
+    assert result["control_rate_drop"] == pytest.approx(
+        1 - result["training"]["control_rate_hz"] / result["alone"]["control_rate_hz"])

@@ -45,6 +45,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tether.launch.demo import OutputExistsError
     from tether.perception.labellers import LabelError, VLMError
     from tether.perception.cameras import CameraError
+    from tether.perception.success_rewards import RewardSourceError
     from tether.robot.teleop import MappingError, TeleopError
     from tether.robot.client import RobotLinkError
     from tether.robot.drivers.dynamixel import DynamixelError
@@ -58,7 +59,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [
         OutputExistsError, RobotLinkError, InsecureBindError, FileExistsError, DynamixelError, DatasetError, DatasetExistsError, PolicyLoadError,
         SpecError, SpecMismatchError, UnknownTaskError, RenderBackendError, FileNotFoundError, UsageError,
-        CameraError, TeleopError, MappingError, LabelError, VLMError,
+        CameraError, TeleopError, MappingError, LabelError, VLMError, RewardSourceError,
     ]
     return tuple(errors)
 

@@ -33,7 +33,8 @@ CLASSIFIER_META_KEY = "tether.classifier"
 
 
 class RewardSourceError(ValueError):
-    """A reward source cannot be used: not a tether classifier, or the robot lacks its camera."""
+    """A reward source cannot be used: the file is not a tether success classifier, or a state
+    lacks the camera's frame. (A robot without the camera is a ``SpecError``.)"""
 
 
 def _camera_check(spec: RobotSpec, camera: str, shape: tuple[int, ...] | None) -> None:

@@ -136,3 +136,12 @@ def test_bench_finetune_measures_the_control_rate_alone_and_beside_a_learner(cap
     assert result["checks"]["learner_trained"] and result["learner_updates"] > 0
     assert result["control_rate_drop"] == pytest.approx(
         1 - result["training"]["control_rate_hz"] / result["alone"]["control_rate_hz"])
+
+
+def test_actor_refuses_a_policy_file_given_as_classifier(tmp_path, capsys):
+    ckpt = calql_checkpoint(tmp_path / "policy.pt")
+    from tether.launch.export import ExportCommand, export
+
+    onnx, _, _ = export(ExportCommand(ckpt))
+    assert "not a tether success classifier" in fails(capsys, "finetune", "actor", "--reward", "classifier",
+                                                        "--classifier", onnx)

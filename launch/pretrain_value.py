@@ -159,7 +159,8 @@ def pretrain_value(cmd: PretrainValueCommand, on_step=None) -> dict:
     if target is not None:
         target_curves = value_curves(ema.value, target)
         report["target"] = {"dataset": str(cmd.report_dataset), **spearman_report(target_curves, target.names)}
-        plot_value_curves(target_curves, target.names, out / "value_curves_target.png", cfg.discount)
+        plot_value_curves(target_curves, target.names, out / "value_curves_target.png", cfg.discount,
+                          title=f"{Path(cmd.report_dataset).name} episodes")
     (out / "metrics.json").write_text(json.dumps(metrics))
     (out / "value_report.json").write_text(json.dumps(report, indent=2))
     return report

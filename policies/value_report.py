@@ -62,23 +62,25 @@ def spearman_report(curves: list[np.ndarray], names: list[str]) -> dict:
 
 
 def plot_value_curves(curves: list[np.ndarray], names: list[str], path: Path, discount: float,
-                      max_episodes: int = 4) -> Path:
-    """PNG of V(s_t, final frame) against t for the first ``max_episodes`` episodes, each with the
-    ideal -(1 - gamma^k) / (1 - gamma), k steps to go, dashed."""
+                      max_episodes: int = 4, title: str = "held-out episodes") -> Path:
+    """PNG of V(s_t, final frame) against t for ``max_episodes`` episodes spread over the list
+    (first to last), each with the ideal -(1 - gamma^k) / (1 - gamma), k steps to go, dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    for i, (curve, name) in enumerate(list(zip(curves, names))[:max_episodes]):
+    shown = np.unique(np.linspace(0, len(curves) - 1, min(max_episodes, len(curves))).round().astype(int))
+    for i, j in enumerate(shown):
+        curve, name = curves[j], names[j]
         color = f"C{i}"
         k = np.arange(len(curve))[::-1]
         ax.plot(curve, color=color, label=name.rsplit("/", 1)[-1])
         ax.plot(-(1 - discount**k) / (1 - discount), color=color, linestyle="--", alpha=0.5)
     ax.set_xlabel("frame t")
     ax.set_ylabel("V(s_t, g = last frame)")
-    ax.set_title("held-out episodes (dashed: ideal)")
+    ax.set_title(f"{title} (dashed: ideal)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)

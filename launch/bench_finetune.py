@@ -149,6 +149,7 @@ def bench_finetune(cmd: FinetuneBench) -> dict:
 
 
 def print_result(r: dict) -> None:
+    """One line: the control rate alone and beside the learner, the drop, the learner's updates."""
     a, t = r["alone"], r["training"]
     print(f"actor at {r['rate_hz']:.0f} Hz for {r['duration_s']:.0f} s: alone {a['control_rate_hz']:.1f} Hz, "
           f"with the learner training {t['control_rate_hz']:.1f} Hz (drop {100 * r['control_rate_drop']:.1f}%); "

@@ -284,6 +284,8 @@ def _reward_source(cmd: ActorCommand):
 
 
 def run_actor(cmd: ActorCommand) -> None:
+    """``tether finetune actor``: the actor with its reward source and intervention device, until
+    its episodes are done or Ctrl-C; prints a line per episode and a summary."""
     from tether.robot.actor import Actor
 
     keys = None

@@ -102,10 +102,11 @@ class ClassifierReward:
         return float(success), success
 
     def end(self, observation: dict, task: str | None) -> bool | None:
-        return None  # every step was judged already
+        """None: every step was judged already, the episode's end adds no verdict."""
+        return None
 
     def close(self) -> None:
-        pass
+        """Nothing to release (the onnxruntime session goes with the object)."""
 
 
 SUCCESS_PROMPT = (
@@ -159,7 +160,8 @@ class VlmSuccessReward:
         _camera_check(spec, self.camera, None)
 
     def step(self, observation: dict) -> tuple[float, bool]:
-        return 0.0, False  # judged at the end
+        """(0.0, False): the VLM judges only the episode's final frame (:meth:`end`)."""
+        return 0.0, False
 
     def end(self, observation: dict, task: str | None) -> bool | None:
         """Ask the VLM about the final frame: True on "yes", False on "no" or an unreadable reply.
@@ -182,4 +184,5 @@ class VlmSuccessReward:
         return verdict
 
     def close(self) -> None:
+        """Close the HTTP client."""
         self.client.close()

@@ -58,6 +58,7 @@ class SuccessClassifier(nn.Module):
         self.head = mlp(64, cfg.hidden, 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> logits [B]."""
         return self.head(self.encoder(image)).squeeze(-1)
 
     def loss(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -73,6 +74,7 @@ class _ProbGraph(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> P(success) [B]."""
         return torch.sigmoid(self.model(image))
 
 

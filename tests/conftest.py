@@ -70,6 +70,24 @@ def one_thread():
 
 
 @pytest.fixture
+def cli_error(capsys):
+    """``cli_error(*args)`` runs ``tether ARGS`` that must fail as bad input: exit code 2 and a
+    one-line ``tether: error: ...`` on stderr, which it returns (``one_line=False``: errors that
+    list several items, such as a spec mismatch, may take more lines)."""
+    from tether.launch.cli import main
+
+    def run(*args, one_line: bool = True) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*map(str, args)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("tether: error: ") and not (one_line and "\n" in err)
+        return err
+
+    return run
+
+
+@pytest.fixture
 def pointmass_server():
     from tether.robot.drivers.pointmass import PointMassRobot
 

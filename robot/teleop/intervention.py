@@ -63,5 +63,6 @@ class TeleopIntervention:
         return command.action if command.intervention and command.action.size else None
 
     def close(self) -> None:
+        """Stop the device (restores the terminal for the keyboard); ``bind`` starts it again."""
         if self.device is not None:
             self.device.stop()

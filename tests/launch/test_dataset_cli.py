@@ -6,7 +6,6 @@ from pathlib import Path
 import av
 import matplotlib.image
 import numpy as np
-import pytest
 
 from tether.launch.cli import main
 from tether.robot.dataset import Dataset, DatasetWriter
@@ -43,15 +42,6 @@ def run(capsys, *args) -> str:
     return capsys.readouterr().out
 
 
-def fails(capsys, *args) -> str:
-    """Run a command that must fail as bad input: exit code 2 and a one-line error."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(["dataset", *map(str, args)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("tether: error: ")
-    return err
-
 
 def test_info_json(tmp_path, capsys):
     root = toy_dataset(tmp_path / "ds")
@@ -62,13 +52,13 @@ def test_info_json(tmp_path, capsys):
     assert "4 episodes, 22 frames at 10 fps" in run(capsys, "info", root)
 
 
-def test_missing_dataset_and_bad_episode_are_one_line_errors(tmp_path, capsys):
-    err = fails(capsys, "info", tmp_path / "nope")
+def test_missing_dataset_and_bad_episode_are_one_line_errors(tmp_path, capsys, cli_error):
+    err = cli_error("dataset", "info", tmp_path / "nope")
     assert err == f"tether: error: {tmp_path / 'nope'} is not a dataset: meta/info.json is missing"
     root = toy_dataset(tmp_path / "ds", tasks=("pick",))
-    err = fails(capsys, "view", root, "--episodes", "3")
+    err = cli_error("dataset", "view", root, "--episodes", "3")
     assert err == f"tether: error: episode 3 is out of range: {root} has 1 episodes (0-0)"
-    assert "--episodes, --fractions, --by-task" in fails(capsys, "split", root, "--out", tmp_path / "x")
+    assert "--episodes, --fractions, --by-task" in cli_error("dataset", "split", root, "--out", tmp_path / "x")
 
 
 def test_view_writes_a_video_and_curves_per_episode(tmp_path, capsys):
@@ -96,7 +86,7 @@ def test_view_of_a_lerobot_dataset(tmp_path, capsys):
     assert (tmp_path / "view/episode_002.png").stat().st_size > 10_000
 
 
-def test_merge_split_and_stats(tmp_path, capsys):
+def test_merge_split_and_stats(tmp_path, capsys, cli_error):
     root = toy_dataset(tmp_path / "ds")
     run(capsys, "split", root, "--out", tmp_path / "train", tmp_path / "val", "--episodes", "0:3", "3")
     assert [len(Dataset(tmp_path / p)) for p in ("train", "val")] == [3, 1]
@@ -110,7 +100,7 @@ def test_merge_split_and_stats(tmp_path, capsys):
     assert "4 episodes, 22 frames, 2 tasks" in out
     merged, original = Dataset(tmp_path / "merged"), Dataset(root)
     np.testing.assert_array_equal(merged.frames(["action"])["action"], original.frames(["action"])["action"])
-    err = fails(capsys, "merge", tmp_path / "train", tmp_path / "val", "--out", tmp_path / "merged")
+    err = cli_error("dataset", "merge", tmp_path / "train", tmp_path / "val", "--out", tmp_path / "merged")
     assert "already holds a dataset" in err
 
     stats = json.loads(run(capsys, "stats", tmp_path / "merged", "--json"))
@@ -141,7 +131,7 @@ def pointmass_episode(robot: PointMassRobot, seed: int, steps: int) -> dict:
     return {k: np.asarray(v) for k, v in frames.items()}
 
 
-def test_replay_reproduces_a_recorded_sim_episode(tmp_path, capsys, serve):
+def test_replay_reproduces_a_recorded_sim_episode(tmp_path, capsys, serve, cli_error):
     rate = 20.0  # 50 ms a tick: room for a loaded test machine to answer every state in time
     recording = PointMassRobot(rate_hz=rate, max_episode_steps=40)
     writer = DatasetWriter(tmp_path / "ds", recording.spec, fps=rate)
@@ -165,7 +155,8 @@ def test_replay_reproduces_a_recorded_sim_episode(tmp_path, capsys, serve):
         deviation = float(text.split("max observation.state deviation ")[1].split(",")[0])
         assert deviation > 0.01, text
 
-        err = fails(capsys, "replay", tmp_path / "ds", "--robot", server.address, "--episode", "1")
+        err = cli_error("dataset", "replay", tmp_path / "ds", "--robot", server.address, "--episode", "1")
         assert "episode 1 is out of range" in err
-        err = fails(capsys, "replay", tmp_path / "slow", "--robot", server.address)
+        err = cli_error("dataset", "replay", tmp_path / "slow", "--robot", server.address,
+                        one_line=False)  # a spec mismatch lists each field
         assert "control_rate_hz" in err

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tether.launch.cli import main
 from tether.policies.calql import CalQl
@@ -22,12 +21,7 @@ from tether.robot.runner import PolicyRunner
 RATE = 50.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: one torch thread is several times faster
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def calql_checkpoint(path):
@@ -38,14 +32,6 @@ def calql_checkpoint(path):
                                pointmass_spec(RATE), cfg, {"column": "next.reward", "normalization": "none",
                                                            "shift": 0.0})
 
-
-def fails(capsys, *args) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main([*map(str, args)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("tether: error: ") and "\n" not in err
-    return err
 
 
 def test_finetune_wsrl_end_to_end_on_the_point_mass(tmp_path, serve, capsys):
@@ -74,15 +60,15 @@ def test_finetune_wsrl_end_to_end_on_the_point_mass(tmp_path, serve, capsys):
     assert "episode 8" in (out / "actor.log").read_text()
 
 
-def test_finetune_errors_are_one_line(tmp_path, capsys, monkeypatch):
+def test_finetune_errors_are_one_line(tmp_path, capsys, monkeypatch, cli_error):
     ckpt = calql_checkpoint(tmp_path / "policy.pt")
     monkeypatch.delenv("TETHER_VLM_MODEL", raising=False)
-    assert "no VLM model name" in fails(capsys, "finetune", "run", "--policy", ckpt, "--reward", "vlm")
-    assert "needs --classifier" in fails(capsys, "finetune", "run", "--policy", ckpt, "--reward", "classifier")
-    assert "no classifier at" in fails(capsys, "finetune", "run", "--policy", ckpt, "--reward", "classifier",
+    assert "no VLM model name" in cli_error("finetune", "run", "--policy", ckpt, "--reward", "vlm")
+    assert "needs --classifier" in cli_error("finetune", "run", "--policy", ckpt, "--reward", "classifier")
+    assert "no classifier at" in cli_error("finetune", "run", "--policy", ckpt, "--reward", "classifier",
                                        "--classifier", tmp_path / "c.onnx")
-    assert "go with --reward classifier" in fails(capsys, "finetune", "actor", "--threshold", "0.5")
-    assert "no checkpoint" in fails(capsys, "finetune", "run", "--policy", tmp_path / "none.pt")
+    assert "go with --reward classifier" in cli_error("finetune", "actor", "--threshold", "0.5")
+    assert "no checkpoint" in cli_error("finetune", "run", "--policy", tmp_path / "none.pt")
 
 
 def test_run_hands_its_actor_settings_to_the_actor_process():
@@ -101,7 +87,7 @@ def test_run_hands_its_actor_settings_to_the_actor_process():
         assert getattr(actor, name) == getattr(settings, name), name
 
 
-def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys):
+def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys, cli_error):
     def run(name, successes, per_episode=1000):
         folder = tmp_path / name
         folder.mkdir()
@@ -124,7 +110,7 @@ def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys):
     assert result["runs"]["rlpd"]["steps_to_target"] is None and result["offline"]["success"] == 0.5
     assert "| rlpd | 12 | 12000 | 0% | never | 0% |" in capsys.readouterr().out
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
-    assert "no episodes.json" in fails(capsys, "finetune", "compare", tmp_path / "offline")
+    assert "no episodes.json" in cli_error("finetune", "compare", tmp_path / "offline")
 
 
 def test_bench_finetune_measures_the_control_rate_alone_and_beside_a_learner(capsys):
@@ -138,10 +124,10 @@ def test_bench_finetune_measures_the_control_rate_alone_and_beside_a_learner(cap
         1 - result["training"]["control_rate_hz"] / result["alone"]["control_rate_hz"])
 
 
-def test_actor_refuses_a_policy_file_given_as_classifier(tmp_path, capsys):
+def test_actor_refuses_a_policy_file_given_as_classifier(tmp_path, capsys, cli_error):
     ckpt = calql_checkpoint(tmp_path / "policy.pt")
     from tether.launch.export import ExportCommand, export
 
     onnx, _, _ = export(ExportCommand(ckpt))
-    assert "not a tether success classifier" in fails(capsys, "finetune", "actor", "--reward", "classifier",
+    assert "not a tether success classifier" in cli_error("finetune", "actor", "--reward", "classifier",
                                                         "--classifier", onnx)

@@ -18,13 +18,12 @@ from tether.robot.drivers.pointmass import TASK, pointmass_spec
 from tether.robot.spec import Feature, RobotSpec
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
+def video_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TETHER_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: one torch thread is several times faster
-    yield
-    torch.set_num_threads(threads)
 
 
 def reach_dataset(root, episodes=12, length=30, seed=0, camera=False):
@@ -68,14 +67,6 @@ def oracle_labels(root, pairs=200, seed=1):
                              "model": ["next.reward"] * pairs, "task": [TASK] * pairs}),
                    root / "labels" / "oracle.parquet")
 
-
-def fails(capsys, *args) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main([*map(str, args)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("tether: error: ") and "\n" not in err
-    return err
 
 
 def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, pointmass_server):
@@ -128,11 +119,11 @@ def test_bc_and_image_iql_write_onnx(tmp_path, capsys):
     assert not torch.allclose(learner.actor(obs + 5.0, goal, image), learner.actor(obs, goal, image))
 
 
-def test_bad_reward_column_labels_and_flags_are_one_line_errors(tmp_path, capsys):
+def test_bad_reward_column_labels_and_flags_are_one_line_errors(tmp_path, capsys, cli_error):
     root = reach_dataset(tmp_path / "ds", episodes=2, length=10)
-    err = fails(capsys, "train", root, "--algo", "iql", "--reward", "reward.vlm", "--out", tmp_path / "x")
+    err = cli_error("train", root, "--algo", "iql", "--reward", "reward.vlm", "--out", tmp_path / "x")
     assert "has no reward column 'reward.vlm'; it has ['next.reward']" in err
-    err = fails(capsys, "train", root, "--reward", "next.reward", "--out", tmp_path / "x")
+    err = cli_error("train", root, "--reward", "next.reward", "--out", tmp_path / "x")
     assert "--reward is for --algo iql" in err
-    err = fails(capsys, "reward-model", root, "--labels", "vlm", "--out", tmp_path / "x")
+    err = cli_error("reward-model", root, "--labels", "vlm", "--out", tmp_path / "x")
     assert "no label set 'vlm'" in err and "there are: none" in err

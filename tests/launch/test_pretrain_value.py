@@ -26,13 +26,12 @@ SMALL = ["--icvf.channels", "8", "16", "--icvf.feature-dim", "64", "--icvf.laten
          "--optim.warmup-steps", "20", "--optim.ema-decay", "0.99", "--optim.checkpoint-every", "100000"]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
+def video_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TETHER_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: one torch thread is several times faster
-    yield
-    torch.set_num_threads(threads)
 
 
 def bar_episode(rng: np.random.Generator, length: int, h: int = 32, w: int = 32) -> np.ndarray:

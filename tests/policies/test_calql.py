@@ -21,12 +21,7 @@ from tether.robot.runner import PolicyRunner
 G = 0.9
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: one torch thread is several times faster
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mc_returns_per_episode_with_terminals_and_truncations():

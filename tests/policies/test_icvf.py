@@ -18,12 +18,7 @@ from tether.policies.sampling import GoalSampler
 SMALL = IcvfConfig(channels=(4, 8), feature_dim=16, latent_dim=4, hidden=(8,))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: one torch thread is several times faster
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def frames(b: int, seed: int, size: int = 16) -> torch.Tensor:

@@ -22,12 +22,7 @@ from tether.robot.runner import PolicyRunner
 from tether.robot.spec import Feature, RobotSpec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: one torch thread is several times faster
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def best_action(pos: np.ndarray) -> np.ndarray:

@@ -33,13 +33,7 @@ SPEC = RobotSpec(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # two cores shared with other jobs: one torch thread is several times faster than two
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def true_reward(state: np.ndarray) -> np.ndarray:

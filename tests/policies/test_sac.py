@@ -18,12 +18,7 @@ from tether.robot.drivers.pointmass import TASK, pointmass_spec
 from tether.robot.runner import PolicyRunner
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: one torch thread is several times faster
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch(b=32, s=4, a=2, seed=0):

@@ -86,8 +86,10 @@ class Run(_ActorArgs, _LearnerArgs):
     out: Path = Path("runs/finetune")
     learner: str | None = None
     """Where the learner binds; default a free loopback port."""
-    episodes: int = 100
-    """Episodes the actor runs."""
+    episodes: int | None = None
+    """Episodes the actor runs (default: 100, or as many as --steps takes)."""
+    steps: int | None = None
+    """Online transitions to collect; the actor stops at the end of the episode that reaches them."""
     task: str | None = None
     seed: int = 0
     swap_every_steps: int = 0
@@ -118,7 +120,9 @@ class ActorCommand(_ActorArgs):
     policy: Path | None = None
     """Initial ONNX policy (version 0); default: wait for the learner's weights."""
     episodes: int | None = None
-    """Episodes to run (default: until Ctrl-C)."""
+    """Episodes to run (default: until Ctrl-C or --steps)."""
+    steps: int | None = None
+    """Transitions to collect; stops at the end of the episode that reaches them."""
     task: str | None = None
     seed: int = 0
     exploration_std: float = 0.0
@@ -216,14 +220,17 @@ def run_both(cmd: Run) -> dict:
 
     from tether.launch.processes import free_tcp_address, start, stop as stop_process
 
-    if cmd.episodes < 1:
-        raise UsageError("--episodes must be >= 1")
+    for flag, value in (("--episodes", cmd.episodes), ("--steps", cmd.steps)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1")
+    episodes = cmd.episodes if cmd.episodes is not None or cmd.steps is not None else 100
+    budget = (["--episodes", str(episodes)] if episodes else []) + (["--steps", str(cmd.steps)] if cmd.steps else [])
     _check(cmd, cmd.policy)
     _check_reward(cmd)
     address = cmd.learner or free_tcp_address()
     cmd.out.mkdir(parents=True, exist_ok=True)
     args = ["finetune", "actor", "--robot", cmd.robot, "--learner", address, "--out", str(cmd.out),
-            "--episodes", str(cmd.episodes), "--seed", str(cmd.seed), "--swap-every-steps", str(cmd.swap_every_steps)]
+            *budget, "--seed", str(cmd.seed), "--swap-every-steps", str(cmd.swap_every_steps)]
     if cmd.task:
         args += ["--task", cmd.task]
     actor_args = _ActorArgs(**{f.name: getattr(cmd, f.name) for f in fields(_ActorArgs)})
@@ -311,7 +318,7 @@ def run_actor(cmd: ActorCommand) -> None:
               f"{end['length']} steps, weights v{end['version']} ({time.monotonic() - t0:.0f} s)", flush=True)
 
     try:
-        stats = actor.run(cmd.episodes, stop=stop, wait_s=cmd.wait_s, on_episode=report)
+        stats = actor.run(cmd.episodes, cmd.steps, stop=stop, wait_s=cmd.wait_s, on_episode=report)
     except KeyboardInterrupt:
         stop.set()
         stats = actor.stats

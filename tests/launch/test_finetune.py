@@ -39,9 +39,9 @@ def test_finetune_wsrl_end_to_end_on_the_point_mass(tmp_path, serve, capsys):
     out = tmp_path / "ft"
     with serve(PointMassRobot(rate_hz=RATE, max_episode_steps=40), lockstep=True) as server:
         main(["finetune", "run", "--robot", server.address, "--policy", str(ckpt), "--algo", "wsrl",
-              "--out", str(out), "--episodes", "8", "--online.warmup-steps", "80", "--online.publish-every", "25",
+              "--out", str(out), "--steps", "300", "--online.warmup-steps", "80", "--online.publish-every", "25",
               "--online.batch-size", "32", "--online.utd", "1"])
-    assert "fine-tuned (wsrl): 8 episodes" in capsys.readouterr().out
+    assert "fine-tuned (wsrl): 8 episodes" in capsys.readouterr().out  # the one that passes 300 steps ends it
     episodes = json.loads((out / "episodes.json").read_text())
     assert len(episodes) == 8 and all(e["length"] == 40 for e in episodes)
     progress = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
@@ -69,6 +69,7 @@ def test_finetune_errors_are_one_line(tmp_path, capsys, monkeypatch, cli_error):
                                        "--classifier", tmp_path / "c.onnx")
     assert "go with --reward classifier" in cli_error("finetune", "actor", "--threshold", "0.5")
     assert "no checkpoint" in cli_error("finetune", "run", "--policy", tmp_path / "none.pt")
+    assert "--steps must be >= 1" in cli_error("finetune", "run", "--policy", ckpt, "--steps", "0")
 
 
 def test_run_hands_its_actor_settings_to_the_actor_process():

@@ -6,7 +6,9 @@ of its episodes against the online environment steps, smoothed over ``--window``
 * ``initial_dip``: the lowest smoothed success in the first ``--dip-steps`` steps (WSRL's
   "initial dip", Zhou et al., ICLR 2025: how far fine-tuning first unlearns);
 * ``steps_to``: the first step count at which the smoothed success reaches ``--target``;
-* ``final``: success over the last ``--window`` episodes.
+* ``final``: success over the last ``--window`` episodes;
+* ``updates`` and ``utd``: the learner's gradient updates and the update-to-data ratio it reached
+  (from the last line of ``progress.jsonl``; a learner short of CPU falls below its setting).
 
 ``--offline`` adds the offline policy's ``tether eval`` result (``eval.json``) as a flat line.
 Writes ``compare.json``, ``compare.md`` and ``compare.png`` (curves) under ``--out``.
@@ -53,6 +55,15 @@ def summarize(curve: Curve, dip_steps: float, target: float) -> dict:
             "final": float(curve.success[-1]) if len(curve.success) else None}
 
 
+def learner_totals(path: Path) -> dict:
+    """``updates`` and achieved ``utd`` from a run folder's last ``progress.jsonl`` line (None
+    without one: an actor-only folder)."""
+    file = path / "progress.jsonl"
+    lines = file.read_text().splitlines() if file.exists() else []
+    last = json.loads(lines[-1]) if lines else {}
+    return {"updates": last.get("updates"), "utd": last.get("utd")}
+
+
 def load_run(path: Path, window: int) -> Curve:
     """A run folder's curve.
 
@@ -85,7 +96,8 @@ def compare(runs: list[Path], out: Path, offline: Path | None = None, window: in
         raise UsageError("name at least one fine-tuning run folder")
     curves = [load_run(Path(r), window) for r in runs]
     result: dict = {"window": window, "dip_steps": dip_steps, "target": target,
-                    "runs": {c.name: summarize(c, dip_steps, target) for c in curves}}
+                    "runs": {c.name: summarize(c, dip_steps, target) | learner_totals(Path(r))
+                             for c, r in zip(curves, runs)}}
     if offline is not None:
         file = Path(offline) / "eval.json"
         if not file.exists():
@@ -116,11 +128,14 @@ def markdown(result: dict) -> str:
     """The comparison as a markdown table."""
     pct = lambda x: "n/a" if x is None else f"{100 * x:.0f}%"  # noqa: E731
     lines = [f"| run | episodes | online steps | initial dip (first {result['dip_steps']:.0f} steps) | "
-             f"steps to {pct(result['target'])} | final (last {result['window']}) |", "|---|---|---|---|---|---|"]
+             f"steps to {pct(result['target'])} | final (last {result['window']}) | updates | UTD reached |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in result["runs"].items():
         reached = "never" if r["steps_to_target"] is None else str(r["steps_to_target"])
-        lines.append(f"| {name} | {r['episodes']} | {r['steps']} | {pct(r['initial_dip'])} | {reached} | {pct(r['final'])} |")
+        utd = "n/a" if r["utd"] is None else f"{r['utd']:.2f}"
+        lines.append(f"| {name} | {r['episodes']} | {r['steps']} | {pct(r['initial_dip'])} | {reached} | "
+                     f"{pct(r['final'])} | {r['updates'] if r['updates'] is not None else 'n/a'} | {utd} |")
     if "offline" in result:
         o = result["offline"]
-        lines.append(f"| offline policy (tether eval, {o['episodes']} episodes) | | | | | {pct(o['success'])} |")
+        lines.append(f"| offline policy (tether eval, {o['episodes']} episodes) | | | | | {pct(o['success'])} | | |")
     return "\n".join(lines) + "\n"

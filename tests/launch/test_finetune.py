@@ -99,6 +99,7 @@ def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys, cli_err
 
     wsrl = run("wsrl", [1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
     rlpd = run("rlpd", [0] * 12)
+    (wsrl / "progress.jsonl").write_text('{"updates": 10, "utd": 0.5}\n{"updates": 3000, "utd": 0.25}\n')
     (tmp_path / "offline").mkdir()
     (tmp_path / "offline" / "eval.json").write_text(json.dumps({"success_rate": 0.5, "success_ci95": [0.3, 0.7],
                                                                 "episodes": 20}))
@@ -107,9 +108,11 @@ def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys, cli_err
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     # smoothed over 2 episodes: 1, 1, .5, 0, .5, 1, ...
     assert result["runs"]["wsrl"] == {"episodes": 12, "steps": 12000, "initial_dip": 0.0,
-                                      "steps_to_target": 1000, "final": 1.0}
+                                      "steps_to_target": 1000, "final": 1.0, "updates": 3000, "utd": 0.25}
     assert result["runs"]["rlpd"]["steps_to_target"] is None and result["offline"]["success"] == 0.5
-    assert "| rlpd | 12 | 12000 | 0% | never | 0% |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| rlpd | 12 | 12000 | 0% | never | 0% | n/a | n/a |" in printed  # no learner progress: an actor's folder
+    assert "| wsrl | 12 | 12000 | 0% | 1000 | 100% | 3000 | 0.25 |" in printed
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
     assert "no episodes.json" in cli_error("finetune", "compare", tmp_path / "offline")
 

@@ -1,0 +1,26 @@
+#!/bin/bash
+# Issue 8 protocol, one MetaWorld task: medium data (noisy scripted expert) -> Cal-QL offline ->
+# offline eval -> STEPS online transitions each for WSRL, RLPD and continued Cal-QL against the
+# simulated robot in real time (80 Hz, over ZeroMQ) -> tether finetune compare.
+# Usage (in an empty experiment folder): issue8_finetune.sh [TASK] [NOISE] [STEPS] ["ALGOS"]
+set -e
+export MUJOCO_GL=egl OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+t=${1:-drawer-open-v3}; noise=${2:-1.0}; steps=${3:-50000}; algos=${4:-"wsrl rlpd calql"}
+ds=med_$t; off=calql_$t; port=57600
+[ -d $ds ] || tether collect $ds --tasks $t --episodes 100 --quality medium --medium-noise $noise --cameras \
+  --max-episode-steps 200 --seed 0 > $ds.log 2>&1
+# 2 critics (Cal-QL's), not WSRL's 10: on one CPU core an update of 10 costs 5x more (0.7 s with CQL's sampled actions)
+[ -f $off/policy.pt ] || tether train $ds --algo calql --optim.steps 10000 --optim.batch-size 256 --out $off > $off.log 2>&1
+[ -f eval_$off/eval.json ] || tether eval $off/policy.pt --sim metaworld --episodes 100 --seed 1000 \
+  --max-episode-steps 200 --out eval_$off --videos-per-task 2 > eval_$off.log 2>&1
+tail -1 eval_$off.log
+tether serve --robot metaworld --tasks $t --max-episode-steps 200 --address tcp://127.0.0.1:$port > serve_$t.log 2>&1 &
+spid=$!; trap 'kill -INT $spid; wait $spid' EXIT
+sleep 5
+for a in $algos; do
+  run=ft_${t}_$a; extra=""; [ $a = wsrl ] || extra="--dataset $ds"
+  [ -f $run/episodes.json ] || tether finetune run --robot tcp://127.0.0.1:$port --policy $off/policy.pt --algo $a \
+    $extra --steps $steps --task $t --out $run > $run.log 2>&1
+  tail -1 $run.log
+done
+tether finetune compare ft_${t}_* --offline eval_$off --out compare_$t

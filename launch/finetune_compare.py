@@ -6,6 +6,9 @@ of its episodes against the online environment steps, smoothed over ``--window``
 * ``initial_dip``: the lowest smoothed success in the first ``--dip-steps`` steps (WSRL's
   "initial dip", Zhou et al., ICLR 2025: how far fine-tuning first unlearns);
 * ``steps_to``: the first step count at which the smoothed success reaches ``--target``;
+
+both over full windows only (from the ``window``-th episode on: one lucky or unlucky first episode
+is no dip and no success rate). The success is the acting policy's, exploration included;
 * ``final``: success over the last ``--window`` episodes;
 * ``updates`` and ``utd``: the learner's gradient updates and the update-to-data ratio it reached
   (from the last line of ``progress.jsonl``; a learner short of CPU falls below its setting).
@@ -27,11 +30,13 @@ from tether.launch import UsageError
 
 @dataclass
 class Curve:
-    """A run's smoothed success (``success``) after ``steps`` online transitions, per episode."""
+    """A run's smoothed success (``success``, over ``window`` episodes) after ``steps`` online
+    transitions, per episode."""
 
     name: str
     steps: np.ndarray
     success: np.ndarray
+    window: int
 
 
 def success_curve(episodes: list[dict], window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,8 +52,9 @@ def success_curve(episodes: list[dict], window: int) -> tuple[np.ndarray, np.nda
 
 def summarize(curve: Curve, dip_steps: float, target: float) -> dict:
     """``initial_dip``, ``steps_to`` (None if never reached), ``final`` and counts of one run."""
-    early = curve.success[curve.steps <= dip_steps]
-    reached = np.flatnonzero(curve.success >= target)
+    full = np.arange(len(curve.success)) >= curve.window - 1
+    early = curve.success[full & (curve.steps <= dip_steps)]
+    reached = np.flatnonzero(full & (curve.success >= target))
     return {"episodes": int(len(curve.steps)), "steps": int(curve.steps[-1]) if len(curve.steps) else 0,
             "initial_dip": float(early.min()) if len(early) else None,
             "steps_to_target": int(curve.steps[reached[0]]) if len(reached) else None,
@@ -77,7 +83,7 @@ def load_run(path: Path, window: int) -> Curve:
     if not episodes:
         raise UsageError(f"{file} holds no episode")
     steps, success = success_curve(episodes, window)
-    return Curve(path.name, steps, success)
+    return Curve(path.name, steps, success, window)
 
 
 def compare(runs: list[Path], out: Path, offline: Path | None = None, window: int = 10,

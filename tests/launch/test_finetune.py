@@ -106,13 +106,13 @@ def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys, cli_err
     main(["finetune", "compare", str(wsrl), str(rlpd), "--offline", str(tmp_path / "offline"),
           "--out", str(tmp_path / "cmp"), "--window", "2", "--dip-steps", "5000", "--target", "0.8"])
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    # smoothed over 2 episodes: 1, 1, .5, 0, .5, 1, ...
+    # smoothed over 2 episodes: (1 over one episode: not a full window), 1, .5, 0, .5, 1, ...
     assert result["runs"]["wsrl"] == {"episodes": 12, "steps": 12000, "initial_dip": 0.0,
-                                      "steps_to_target": 1000, "final": 1.0, "updates": 3000, "utd": 0.25}
+                                      "steps_to_target": 2000, "final": 1.0, "updates": 3000, "utd": 0.25}
     assert result["runs"]["rlpd"]["steps_to_target"] is None and result["offline"]["success"] == 0.5
     printed = capsys.readouterr().out
     assert "| rlpd | 12 | 12000 | 0% | never | 0% | n/a | n/a |" in printed  # no learner progress: an actor's folder
-    assert "| wsrl | 12 | 12000 | 0% | 1000 | 100% | 3000 | 0.25 |" in printed
+    assert "| wsrl | 12 | 12000 | 0% | 2000 | 100% | 3000 | 0.25 |" in printed
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
     assert "no episodes.json" in cli_error("finetune", "compare", tmp_path / "offline")
 

@@ -6,12 +6,13 @@ of its episodes against the online environment steps, smoothed over ``--window``
 * ``initial_dip``: the lowest smoothed success in the first ``--dip-steps`` steps (WSRL's
   "initial dip", Zhou et al., ICLR 2025: how far fine-tuning first unlearns);
 * ``steps_to``: the first step count at which the smoothed success reaches ``--target``;
-
-both over full windows only (from the ``window``-th episode on: one lucky or unlucky first episode
-is no dip and no success rate). The success is the acting policy's, exploration included;
 * ``final``: success over the last ``--window`` episodes;
 * ``updates`` and ``utd``: the learner's gradient updates and the update-to-data ratio it reached
   (from the last line of ``progress.jsonl``; a learner short of CPU falls below its setting).
+
+The dip and the steps to target count full windows only (from the ``window``-th episode on): one
+lucky or unlucky first episode is no success rate. The success is the acting policy's,
+exploration included; ``tether eval`` of the run's ``policy.onnx`` gives the deterministic one.
 
 ``--offline`` adds the offline policy's ``tether eval`` result (``eval.json``) as a flat line.
 Writes ``compare.json``, ``compare.md`` and ``compare.png`` (curves) under ``--out``.

@@ -26,4 +26,12 @@ for a in $algos; do
     $extra --steps $steps --task $t --out $run > $run.log 2>&1
   tail -1 $run.log
 done
-tether finetune compare ft_${t}_* --offline eval_$off --out compare_$t
+kill -INT $spid; wait $spid; trap - EXIT
+runs=""
+for a in $algos; do  # the fine-tuned mean policies, evaluated as the offline one was
+  run=ft_${t}_$a; runs="$runs $run"
+  [ -f eval_$run/eval.json ] || tether eval $run/policy.onnx --sim metaworld --episodes 100 --seed 1000 \
+    --max-episode-steps 200 --out eval_$run --videos-per-task 2 > eval_$run.log 2>&1
+  tail -1 eval_$run.log
+done
+tether finetune compare $runs --offline eval_$off --out compare_$t

@@ -8,7 +8,7 @@ for f in sorted(Path("runs").glob("*/eval/eval.json")):
     rows.setdefault((task, n), {}).setdefault(init, {})[seed] = json.loads(f.read_text())["success_rate"]
 print("| task | N | ICVF init: seeds 0, 1, 2 | mean | random init: seeds 0, 1, 2 | mean | ICVF − random |")
 print("|---|---|---|---|---|---|---|")
-for (task, n), inits in sorted(rows.items()):
+for (task, n), inits in sorted(rows.items(), key=lambda kv: (kv[0][0], int(kv[0][1][1:]))):
     cells, means = [], {}
     for init in ("icvf", "random"):
         s = inits.get(init, {})

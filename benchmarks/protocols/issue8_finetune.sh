@@ -32,6 +32,6 @@ for a in $algos; do  # the fine-tuned mean policies, evaluated as the offline on
   run=ft_${t}_$a; runs="$runs $run"
   [ -f eval_$run/eval.json ] || tether eval $run/policy.onnx --sim metaworld --episodes 100 --seed 1000 \
     --max-episode-steps 200 --out eval_$run --videos-per-task 2 > eval_$run.log 2>&1
-  tail -1 eval_$run.log
+  echo "$run: $(grep -m1 "Success rate" eval_$run/eval.md)"
 done
 tether finetune compare $runs --offline eval_$off --out compare_$t

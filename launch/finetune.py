@@ -63,6 +63,9 @@ class _LearnerArgs:
 
 @dataclass
 class _ActorArgs:
+    eval_every: int = 0
+    """After every this many training episodes, one evaluation episode with the policy's mean action
+    (not trained on; finetune compare then draws and scores those). 0: none."""
     classifier: Path | None = None
     """--reward classifier: classifier.onnx from tether success-classifier."""
     threshold: float | None = None
@@ -176,7 +179,8 @@ def _check(args: _LearnerArgs, checkpoint: Path) -> OnlineConfig:
 
 
 def _line(p) -> str:
-    return (f"{p.phase} | episodes {p.episodes} | success {p.success:.2f} | return {p.ret:.2f} | "
+    evaluation = "" if p.eval_success != p.eval_success else f" | eval success {p.eval_success:.2f}"  # NaN: none yet
+    return (f"{p.phase} | episodes {p.episodes} | success {p.success:.2f}{evaluation} | return {p.ret:.2f} | "
             f"interventions {p.intervention_rate:.2f} | UTD {p.utd:.2f} | updates {p.updates} | v{p.version}")
 
 
@@ -223,6 +227,8 @@ def run_both(cmd: Run) -> dict:
     for flag, value in (("--episodes", cmd.episodes), ("--steps", cmd.steps)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be >= 1")
+    if cmd.eval_every < 0:
+        raise UsageError("--eval-every must be >= 0")
     episodes = cmd.episodes if cmd.episodes is not None or cmd.steps is not None else 100
     budget = (["--episodes", str(episodes)] if episodes else []) + (["--steps", str(cmd.steps)] if cmd.steps else [])
     _check(cmd, cmd.policy)
@@ -309,7 +315,8 @@ def run_actor(cmd: ActorCommand) -> None:
 
         intervene = TeleopIntervention(cmd.intervene, cmd.teleop)
     actor = Actor(cmd.robot, cmd.learner, cmd.out, cmd.policy, cmd.task, cmd.seed, cmd.exploration_std,
-                  cmd.swap_every_steps, robot_keys=keys, reward=reward, intervene=intervene)
+                  cmd.swap_every_steps, robot_keys=keys, reward=reward, intervene=intervene,
+                  eval_every=cmd.eval_every)
     stop = threading.Event()
     t0 = time.monotonic()
 

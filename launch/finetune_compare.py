@@ -1,7 +1,9 @@
 """``tether finetune compare RUN ... [--offline EVAL_DIR]``: fine-tuning runs side by side.
 
 For each run folder (``tether finetune run`` / ``learner`` output: ``episodes.json``) the success
-of its episodes against the online environment steps, smoothed over ``--window`` episodes, and:
+of its episodes against the online environment steps, smoothed over ``--window`` episodes: its
+evaluation episodes' (the mean action, ``--eval-every``) where it has them, as WSRL and RLPD report,
+else its training episodes' (the acting policy, exploration included). Then:
 
 * ``initial_dip``: the lowest smoothed success in the first ``--dip-steps`` steps (WSRL's
   "initial dip", Zhou et al., ICLR 2025: how far fine-tuning first unlearns);
@@ -11,8 +13,7 @@ of its episodes against the online environment steps, smoothed over ``--window``
   (from the last line of ``progress.jsonl``; a learner short of CPU falls below its setting).
 
 The dip and the steps to target count full windows only (from the ``window``-th episode on): one
-lucky or unlucky first episode is no success rate. The success is the acting policy's,
-exploration included; ``tether eval`` of the run's ``policy.onnx`` gives the deterministic one.
+lucky or unlucky first episode is no success rate. ``curve`` says which episodes were scored.
 
 ``--offline`` adds the offline policy's ``tether eval`` result (``eval.json``) as a flat line.
 Writes ``compare.json``, ``compare.md`` and ``compare.png`` (curves) under ``--out``.
@@ -38,6 +39,8 @@ class Curve:
     steps: np.ndarray
     success: np.ndarray
     window: int
+    kind: str = "acting"
+    """``evaluation`` (mean-action episodes) or ``acting`` (training episodes)."""
 
 
 def success_curve(episodes: list[dict], window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +62,7 @@ def summarize(curve: Curve, dip_steps: float, target: float) -> dict:
     return {"episodes": int(len(curve.steps)), "steps": int(curve.steps[-1]) if len(curve.steps) else 0,
             "initial_dip": float(early.min()) if len(early) else None,
             "steps_to_target": int(curve.steps[reached[0]]) if len(reached) else None,
-            "final": float(curve.success[-1]) if len(curve.success) else None}
+            "final": float(curve.success[-1]) if len(curve.success) else None, "curve": curve.kind}
 
 
 def learner_totals(path: Path) -> dict:
@@ -83,8 +86,10 @@ def load_run(path: Path, window: int) -> Curve:
     episodes = json.loads(file.read_text())
     if not episodes:
         raise UsageError(f"{file} holds no episode")
-    steps, success = success_curve(episodes, window)
-    return Curve(path.name, steps, success, window)
+    evaluations = [e for e in episodes if e.get("eval")]
+    kind = "evaluation" if evaluations else "acting"
+    steps, success = success_curve(evaluations or episodes, window)
+    return Curve(path.name, steps, success, window, kind)
 
 
 def compare(runs: list[Path], out: Path, offline: Path | None = None, window: int = 10,
@@ -115,7 +120,7 @@ def compare(runs: list[Path], out: Path, offline: Path | None = None, window: in
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for c in curves:
-        ax.plot(c.steps, c.success, label=c.name)
+        ax.plot(c.steps, c.success, label=f"{c.name} ({c.kind})")
     if "offline" in result:
         ax.axhline(result["offline"]["success"], color="gray", linestyle="--", label="offline policy")
     ax.axvline(dip_steps, color="lightgray", linewidth=0.8)
@@ -134,13 +139,13 @@ def compare(runs: list[Path], out: Path, offline: Path | None = None, window: in
 def markdown(result: dict) -> str:
     """The comparison as a markdown table."""
     pct = lambda x: "n/a" if x is None else f"{100 * x:.0f}%"  # noqa: E731
-    lines = [f"| run | episodes | online steps | initial dip (first {result['dip_steps']:.0f} steps) | "
+    lines = [f"| run | episodes scored | online steps | initial dip (first {result['dip_steps']:.0f} steps) | "
              f"steps to {pct(result['target'])} | final (last {result['window']}) | updates | UTD reached |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in result["runs"].items():
         reached = "never" if r["steps_to_target"] is None else str(r["steps_to_target"])
         utd = "n/a" if r["utd"] is None else f"{r['utd']:.2f}"
-        lines.append(f"| {name} | {r['episodes']} | {r['steps']} | {pct(r['initial_dip'])} | {reached} | "
+        lines.append(f"| {name} | {r['episodes']} {r['curve']} | {r['steps']} | {pct(r['initial_dip'])} | {reached} | "
                      f"{pct(r['final'])} | {r['updates'] if r['updates'] is not None else 'n/a'} | {utd} |")
     if "offline" in result:
         o = result["offline"]

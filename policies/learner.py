@@ -64,7 +64,9 @@ class CheckpointKindError(ValueError):
 class Progress:
     """One line of ``progress.jsonl``: where fine-tuning stands.
 
-    success, return, intervention_rate: over the last 10 episodes (NaN before the first).
+    success, return, intervention_rate: over the last 10 training episodes (NaN before the first).
+    eval_success: over the last 10 evaluation episodes (the mean action; the actor's
+    ``eval_every``), NaN without any.
     utd: gradient updates per online transition after the warm-up.
     """
 
@@ -79,6 +81,7 @@ class Progress:
     intervention_rate: float
     utd: float
     actors: int
+    eval_success: float = float("nan")
     metrics: dict = field(default_factory=dict)
 
 
@@ -276,7 +279,8 @@ class Learner:
 
     # ------------------------------------------------------------------------------ the loop
     def progress(self) -> Progress:
-        last = self.episodes[-10:]
+        last = [e for e in self.episodes if not e.get("eval")][-10:]
+        evals = [e["success"] for e in self.episodes if e.get("eval")][-10:]
         steps = sum(e["length"] for e in last)
         nan = float("nan")
         return Progress(
@@ -286,6 +290,7 @@ class Learner:
             ret=float(np.mean([e["return"] for e in last])) if last else nan,
             intervention_rate=sum(e["interventions"] for e in last) / steps if steps else nan,
             utd=self.updates / max(1, self.received - self.cfg.warmup_steps), actors=len(self._actors),
+            eval_success=float(np.mean(evals)) if evals else nan,
             metrics={k: round(v, 4) for k, v in self.model.metrics.items()})
 
     def run(self, stop=None, max_updates: int | None = None, duration_s: float | None = None,
@@ -378,14 +383,16 @@ def pretrained_data_cfg(payload: dict):
 
 
 def plot_curves(episodes: list[dict], curve: list[dict], path: Path) -> None:
-    """Success, return and intervention rate per episode (moving averages over up to 10), and the
-    weights version the actors ran, to ``path`` (PNG)."""
+    """Success, return and intervention rate per training episode (moving averages over up to 10),
+    the evaluation episodes' success, and the weights version the actors ran, to ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=110)
+    evals = [(k + 1, float(e["success"])) for k, e in enumerate(episodes) if e.get("eval")]
+    episodes = [e for e in episodes if not e.get("eval")]
     x = np.arange(1, len(episodes) + 1)
 
     def smooth(values):
@@ -400,6 +407,10 @@ def plot_curves(episodes: list[dict], curve: list[dict], path: Path) -> None:
         ax.plot(x[len(x) - len(s):], s)
         ax.set_xlabel("episode")
         ax.set_ylabel(label)
+    if evals:  # each at the count of training episodes before it
+        ex, ey = np.array(evals).T
+        axes[0].plot(ex - np.arange(1, len(ex) + 1), ey, "o-", markersize=3, label="evaluation (mean action)")
+        axes[0].legend(fontsize=7)
     rate = [e["interventions"] / max(1, e["length"]) for e in episodes]
     axes[2].plot(x[len(x) - len(smooth(rate)):], smooth(rate), label="intervention rate")
     axes[2].set_xlabel("episode")

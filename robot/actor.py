@@ -19,6 +19,10 @@ learner (``tether.robot.learner_link``), and takes the new weights the learner s
 * Interventions: ``intervene(state)`` (a teleop device, ``tether.robot.teleop.intervention``) may
   return an action at any time; it is sent instead of the policy's and the transition is flagged
   (HIL-SERL demos, RLIF rewards).
+* Evaluation: with ``eval_every`` K, one episode after every K training episodes runs the policy's
+  mean action (zero noise, no exploration), as WSRL and RLPD measure success and the initial dip.
+  Its transitions are not streamed (the learner trains on acting data only, and ``steps`` counts
+  training transitions); its summary is, flagged ``eval``.
 * New weights are checked when they arrive (a tether policy, whose spec fits the robot and task)
   and swapped in at a safe point: the next episode boundary, or every ``swap_every_steps`` steps
   if set. Weights that do not fit are refused and counted; the actor keeps its current ones.
@@ -126,6 +130,8 @@ class Actor:
             action's half range (0: none; stochastic policies explore by themselves).
         swap_every_steps: also swap weights within an episode every this many steps (0: only at
             episode boundaries).
+        eval_every: after every this many training episodes, one evaluation episode (mean action,
+            not streamed; 0: none).
         send_every: transitions per message (and the episode's last ones at its end).
         heartbeat_s: period of ``actor_hello``.
         intervene: a teleop device: ``intervene(state) -> action or None``, called every step;
@@ -144,14 +150,16 @@ class Actor:
                  task: str | None = None, seed: int = 0, exploration_std: float = 0.0,
                  swap_every_steps: int = 0, send_every: int = 50, heartbeat_s: float = 0.5,
                  intervene: Callable[[dict], np.ndarray | None] | None = None, name: str | None = None,
-                 robot_keys=None, queue_limit: int = 1000, reward=None):
-        if exploration_std < 0 or swap_every_steps < 0 or send_every < 1 or heartbeat_s <= 0:
-            raise ValueError("need exploration_std >= 0, swap_every_steps >= 0, send_every >= 1, heartbeat_s > 0")
+                 robot_keys=None, queue_limit: int = 1000, reward=None, eval_every: int = 0):
+        if exploration_std < 0 or swap_every_steps < 0 or send_every < 1 or heartbeat_s <= 0 or eval_every < 0:
+            raise ValueError("need exploration_std >= 0, swap_every_steps >= 0, send_every >= 1, heartbeat_s > 0, "
+                             "eval_every >= 0")
         self.robot_address, self.out = robot, Path(out)
         self.link = LearnerLink(learner, queue_limit)
         self.task, self.seed = task, seed
         self.exploration_std, self.swap_every_steps = exploration_std, swap_every_steps
         self.send_every, self.heartbeat_s = send_every, heartbeat_s
+        self.eval_every = eval_every
         self.intervene = intervene
         self.reward = reward
         self.name = name or f"actor-{os.getpid()}"
@@ -264,8 +272,10 @@ class Actor:
         if sent:
             self.stats.transitions_sent += len(chunk)
 
-    def run_episode(self, client: RobotClient, episode: int, should_stop: Callable[[], bool] | None = None) -> dict:
-        """One episode: act on every state, stream its transitions; returns its summary."""
+    def run_episode(self, client: RobotClient, episode: int, should_stop: Callable[[], bool] | None = None,
+                    evaluate: bool = False) -> dict:
+        """One episode: act on every state, stream its transitions; returns its summary.
+        ``evaluate``: the mean action, nothing streamed but the summary (flagged ``eval``)."""
         runner = self.runner
         task = self._task(runner)
         seed = self.seed + episode
@@ -278,6 +288,8 @@ class Actor:
             human = self.intervene(state) if self.intervene is not None else None
             if human is not None:
                 action = np.asarray(human, np.float32)
+            elif evaluate:
+                action = self.runner.act(state["observation"], deterministic=True)
             else:
                 action = self._explore(self.runner.act(state["observation"]))
             client.send_action(action, state["seq"])
@@ -299,7 +311,7 @@ class Actor:
                 total += reward
                 interventions += int(flagged)
                 length += 1
-                self.stats.steps += 1
+                self.stats.steps += 0 if evaluate else 1
                 robot_success = bool(s["success"])
                 state = s
                 if success and self.reward is not None:
@@ -311,7 +323,7 @@ class Actor:
             state = queue[-1]
             # an end-of-episode verdict rewrites the last transition: keep one back until then
             held = 1 if self.reward is not None else 0
-            if len(chunk) >= self.send_every + held:
+            if len(chunk) >= self.send_every + held and not evaluate:
                 self._send(episode, task, chunk[:len(chunk) - held], None)
                 del chunk[:len(chunk) - held]
             since_swap += 1
@@ -330,6 +342,9 @@ class Actor:
                "version": self.stats.version}
         if self.reward is not None:
             end["robot_success"] = robot_success  # what the robot itself reported, for comparison
+        if evaluate:
+            end["eval"] = True
+            chunk.clear()
         self._send(episode, task, chunk, end)
         chunk.clear()
         self.stats.episodes.append(end)
@@ -350,14 +365,16 @@ class Actor:
             if hasattr(self.intervene, "bind"):
                 self.intervene.bind(self._robot_spec)
             self._hello(force=True)
-            k = 0
+            k, trained = 0, 0
             while (episodes is None or k < episodes) and (steps is None or self.stats.steps < steps):
                 if stop is not None and stop.is_set():
                     break
                 self.poll_learner()
                 self._swap()  # the episode boundary: the safe point
+                evaluate = self.eval_every > 0 and trained == self.eval_every
+                trained = 0 if evaluate else trained + 1
                 try:
-                    end = self.run_episode(client, k, (lambda: stop.is_set()) if stop is not None else None)
+                    end = self.run_episode(client, k, (lambda: stop.is_set()) if stop is not None else None, evaluate)
                 except InterventionStop as e:
                     client.estop(str(e))  # the robot holds before the actor goes
                     log.warning("stopped by the operator: %s", e)

@@ -68,7 +68,7 @@ class PolicyRunner:
 
     @property
     def noise_shape(self) -> tuple[int, int, int] | None:
-        """Shape of the sampler noise fed per action (diffusion policies), else None."""
+        """Shape of the noise fed per action (diffusion samplers, stochastic SAC policies), else None."""
         if "noise" not in self._inputs:
             return None
         return (1, self._noise_length, self.action_dim)
@@ -94,7 +94,7 @@ class PolicyRunner:
             self._goal[0, self.tasks.index(task)] = 1
         self._history.clear()
 
-    def _run(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, observation: dict[str, np.ndarray], deterministic: bool = False) -> dict[str, np.ndarray]:
         state = self._obs_feature.validate("observation.state", observation["observation.state"])
         if not self._history:
             self._history.extend([state] * self.window)  # pad the window with the first frame
@@ -108,22 +108,25 @@ class PolicyRunner:
             feature = self.spec.observation[self._goal_key]
             goal = feature.validate(self._goal_key, observation[self._goal_key])[None]
         feed = {"obs": np.stack(self._history)[None], "goal": goal}
-        if self.noise_shape is not None:  # diffusion policies: the sampler's noise
-            feed["noise"] = self._rng.standard_normal(self.noise_shape, dtype=np.float32)
+        if self.noise_shape is not None:  # a diffusion sampler's or a stochastic policy's noise
+            feed["noise"] = (np.zeros(self.noise_shape, np.float32) if deterministic
+                             else self._rng.standard_normal(self.noise_shape, dtype=np.float32))
         for key in self._images:
             if key not in observation:
                 raise SpecError(f"the policy reads {key}, which the observation lacks")
             feed[key] = self.spec.observation[key].validate(key, observation[key])[None]
         return dict(zip(self._outputs, self.session.run(self._outputs, feed)))
 
-    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        """One action (float32, shape of the spec's action) for the current observation.
+    def act(self, observation: dict[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
+        """One action (float32, shape of the spec's action) for the current observation;
+        ``deterministic`` feeds a policy with a noise input zeros (a stochastic SAC policy then
+        gives its mean action, tanh(mu), as its exported mean policy does).
 
         Raises:
             SpecError: an observation's shape/dtype does not fit, it holds NaN/inf, or a camera
                 the policy reads is missing.
         """
-        return self._run(observation)["action"][0]
+        return self._run(observation, deterministic)["action"][0]
 
     def act_chunk(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """The policy's action chunk [H, A] from now on (H = ``action_horizon``; [1, A] for

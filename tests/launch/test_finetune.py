@@ -40,12 +40,14 @@ def test_finetune_wsrl_end_to_end_on_the_point_mass(tmp_path, serve, capsys):
     with serve(PointMassRobot(rate_hz=RATE, max_episode_steps=40), lockstep=True) as server:
         main(["finetune", "run", "--robot", server.address, "--policy", str(ckpt), "--algo", "wsrl",
               "--out", str(out), "--steps", "300", "--online.warmup-steps", "80", "--online.publish-every", "25",
-              "--online.batch-size", "32", "--online.utd", "1"])
-    assert "fine-tuned (wsrl): 8 episodes" in capsys.readouterr().out  # the one that passes 300 steps ends it
+              "--online.batch-size", "32", "--online.utd", "1", "--eval-every", "3"])
+    # the training episode that passes 300 steps ends it: 8 of them, and an evaluation after every 3
+    assert "fine-tuned (wsrl): 10 episodes" in capsys.readouterr().out
     episodes = json.loads((out / "episodes.json").read_text())
-    assert len(episodes) == 8 and all(e["length"] == 40 for e in episodes)
+    assert [bool(e.get("eval")) for e in episodes] == [False] * 3 + [True] + [False] * 3 + [True] + [False] * 2
+    assert all(e["length"] == 40 for e in episodes)
     progress = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
-    assert progress[-1]["transitions"] == 320 and progress[-1]["updates"] > 0
+    assert progress[-1]["transitions"] == 320 and progress[-1]["updates"] > 0  # evaluations are not trained on
     assert progress[0]["phase"] == "warm-up" and progress[-1]["phase"] == "training"
     assert progress[0]["updates"] == 0  # WSRL: the frozen policy collects first
     assert all(p["updates"] <= max(0, p["transitions"] - 80) for p in progress)  # never above UTD 1
@@ -99,20 +101,28 @@ def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys, cli_err
 
     wsrl = run("wsrl", [1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
     rlpd = run("rlpd", [0] * 12)
+    evaluated = run("evaluated", [0] * 6)  # acting episodes all fail; its evaluations (mean action) succeed
+    (evaluated / "episodes.json").write_text(json.dumps([
+        {**e, "eval": k % 2 == 1, "success": k % 2 == 1} for k, e in enumerate(json.loads(
+            (evaluated / "episodes.json").read_text()))]))
     (wsrl / "progress.jsonl").write_text('{"updates": 10, "utd": 0.5}\n{"updates": 3000, "utd": 0.25}\n')
     (tmp_path / "offline").mkdir()
     (tmp_path / "offline" / "eval.json").write_text(json.dumps({"success_rate": 0.5, "success_ci95": [0.3, 0.7],
                                                                 "episodes": 20}))
-    main(["finetune", "compare", str(wsrl), str(rlpd), "--offline", str(tmp_path / "offline"),
+    main(["finetune", "compare", str(wsrl), str(rlpd), str(evaluated), "--offline", str(tmp_path / "offline"),
           "--out", str(tmp_path / "cmp"), "--window", "2", "--dip-steps", "5000", "--target", "0.8"])
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     # smoothed over 2 episodes: (1 over one episode: not a full window), 1, .5, 0, .5, 1, ...
     assert result["runs"]["wsrl"] == {"episodes": 12, "steps": 12000, "initial_dip": 0.0,
-                                      "steps_to_target": 2000, "final": 1.0, "updates": 3000, "utd": 0.25}
+                                      "steps_to_target": 2000, "final": 1.0, "updates": 3000, "utd": 0.25,
+                                      "curve": "acting"}
     assert result["runs"]["rlpd"]["steps_to_target"] is None and result["offline"]["success"] == 0.5
+    assert result["runs"]["evaluated"] | {"updates": 0, "utd": 0} == {
+        "episodes": 3, "steps": 6000, "initial_dip": 1.0, "steps_to_target": 4000, "final": 1.0, "updates": 0,
+        "utd": 0, "curve": "evaluation"}
     printed = capsys.readouterr().out
-    assert "| rlpd | 12 | 12000 | 0% | never | 0% | n/a | n/a |" in printed  # no learner progress: an actor's folder
-    assert "| wsrl | 12 | 12000 | 0% | 2000 | 100% | 3000 | 0.25 |" in printed
+    assert "| rlpd | 12 acting | 12000 | 0% | never | 0% | n/a | n/a |" in printed  # no learner progress: an actor's
+    assert "| wsrl | 12 acting | 12000 | 0% | 2000 | 100% | 3000 | 0.25 |" in printed
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
     assert "no episodes.json" in cli_error("finetune", "compare", tmp_path / "offline")
 

@@ -125,3 +125,4 @@ def test_mean_and_exploration_policies_export_to_the_runner(tmp_path):
     draws = np.stack([noisy_runner.act(obs) for _ in range(200)])
     assert draws.std(0).min() > 0.05 and np.abs(draws).max() <= 1  # explores, within the limits
     assert not any(np.allclose(a, b) for a, b in itertools.pairwise(draws[:5]))
+    np.testing.assert_allclose(noisy_runner.act(obs, deterministic=True), mean, atol=1e-5)  # zero noise: the mean

@@ -352,8 +352,9 @@ class Actor:
 
     def run(self, episodes: int | None = None, steps: int | None = None, stop=None, wait_s: float = 60.0,
             on_episode: Callable[[dict], None] | None = None) -> ActorStats:
-        """Run episodes until ``episodes`` or ``steps`` are done or ``stop`` (a threading.Event)
-        is set; swap weights between episodes. Returns the stats."""
+        """Run episodes until ``episodes`` (evaluation episodes included) or ``steps`` (training
+        transitions) are done or ``stop`` (a threading.Event) is set; swap weights between episodes.
+        Returns the stats."""
         self.wait_for_weights(wait_s)
         if self.stats.version < 0:
             self.stats.version = 0  # the initial policy file; the learner's versions start at 1

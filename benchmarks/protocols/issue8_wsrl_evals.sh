@@ -1,0 +1,11 @@
+#!/bin/bash
+# Issue 8: WSRL again on drawer-open with an evaluation episode (mean action) after every 4 training episodes;
+# run in the folder of issue8_finetune.sh drawer-open-v3 (it reads calql_drawer-open-v3 and the other runs)
+export MUJOCO_GL=egl OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+t=drawer-open-v3; port=57601
+tether serve --robot metaworld --tasks $t --max-episode-steps 200 --address tcp://127.0.0.1:$port > serve_eval.log 2>&1 &
+spid=$!; sleep 5
+tether finetune run --robot tcp://127.0.0.1:$port --policy calql_$t/policy.pt --algo wsrl --steps 50000 --task $t \
+  --eval-every 4 --out ft_${t}_wsrl_evals > ft_${t}_wsrl_evals.log 2>&1
+kill -INT $spid; wait $spid
+tether finetune compare ft_${t}_wsrl_evals ft_${t}_wsrl ft_${t}_rlpd ft_${t}_calql --offline eval_calql_$t --out compare_${t}_evals

@@ -27,6 +27,7 @@ keyboard's ``t`` toggles, the others hold a button); those steps are flagged, pe
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -179,7 +180,7 @@ def _check(args: _LearnerArgs, checkpoint: Path) -> OnlineConfig:
 
 
 def _line(p) -> str:
-    evaluation = "" if p.eval_success != p.eval_success else f" | eval success {p.eval_success:.2f}"  # NaN: none yet
+    evaluation = "" if math.isnan(p.eval_success) else f" | eval success {p.eval_success:.2f}"
     return (f"{p.phase} | episodes {p.episodes} | success {p.success:.2f}{evaluation} | return {p.ret:.2f} | "
             f"interventions {p.intervention_rate:.2f} | UTD {p.utd:.2f} | updates {p.updates} | v{p.version}")
 

@@ -311,7 +311,8 @@ class Actor:
                 total += reward
                 interventions += int(flagged)
                 length += 1
-                self.stats.steps += 0 if evaluate else 1
+                if not evaluate:
+                    self.stats.steps += 1  # --steps counts training transitions
                 robot_success = bool(s["success"])
                 state = s
                 if success and self.reward is not None:
@@ -344,7 +345,7 @@ class Actor:
             end["robot_success"] = robot_success  # what the robot itself reported, for comparison
         if evaluate:
             end["eval"] = True
-            chunk.clear()
+            chunk.clear()  # the summary only
         self._send(episode, task, chunk, end)
         chunk.clear()
         self.stats.episodes.append(end)

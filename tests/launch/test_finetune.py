@@ -91,20 +91,18 @@ def test_run_hands_its_actor_settings_to_the_actor_process():
 
 
 def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys, cli_error):
-    def run(name, successes, per_episode=1000):
+    def run(name, successes, per_episode=1000, evaluations=()):
         folder = tmp_path / name
         folder.mkdir()
         episodes = [{"success": s, "transitions": (k + 1) * per_episode, "return": 0.0, "length": per_episode,
-                     "interventions": 0} for k, s in enumerate(successes)]
+                     "interventions": 0, "eval": k in evaluations} for k, s in enumerate(successes)]
         (folder / "episodes.json").write_text(json.dumps(episodes))
         return folder
 
     wsrl = run("wsrl", [1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
     rlpd = run("rlpd", [0] * 12)
-    evaluated = run("evaluated", [0] * 6)  # acting episodes all fail; its evaluations (mean action) succeed
-    (evaluated / "episodes.json").write_text(json.dumps([
-        {**e, "eval": k % 2 == 1, "success": k % 2 == 1} for k, e in enumerate(json.loads(
-            (evaluated / "episodes.json").read_text()))]))
+    # acting episodes all fail; its evaluations (mean action) succeed
+    evaluated = run("evaluated", [0, 1, 0, 1, 0, 1], evaluations=(1, 3, 5))
     (wsrl / "progress.jsonl").write_text('{"updates": 10, "utd": 0.5}\n{"updates": 3000, "utd": 0.25}\n')
     (tmp_path / "offline").mkdir()
     (tmp_path / "offline" / "eval.json").write_text(json.dumps({"success_rate": 0.5, "success_ci95": [0.3, 0.7],
@@ -117,9 +115,9 @@ def test_compare_reports_dip_steps_to_target_and_final(tmp_path, capsys, cli_err
                                       "steps_to_target": 2000, "final": 1.0, "updates": 3000, "utd": 0.25,
                                       "curve": "acting"}
     assert result["runs"]["rlpd"]["steps_to_target"] is None and result["offline"]["success"] == 0.5
-    assert result["runs"]["evaluated"] | {"updates": 0, "utd": 0} == {
-        "episodes": 3, "steps": 6000, "initial_dip": 1.0, "steps_to_target": 4000, "final": 1.0, "updates": 0,
-        "utd": 0, "curve": "evaluation"}
+    assert result["runs"]["evaluated"] == {
+        "episodes": 3, "steps": 6000, "initial_dip": 1.0, "steps_to_target": 4000, "final": 1.0, "updates": None,
+        "utd": None, "curve": "evaluation"}
     printed = capsys.readouterr().out
     assert "| rlpd | 12 acting | 12000 | 0% | never | 0% | n/a | n/a |" in printed  # no learner progress: an actor's
     assert "| wsrl | 12 acting | 12000 | 0% | 2000 | 100% | 3000 | 0.25 |" in printed

@@ -81,6 +81,11 @@ class EvalCommand:
     """Episodes per task."""
     seed: int = 1_000_000
     """Seed of each task's first episode; episode k uses seed + k."""
+    action_steps: int = 1
+    """Actions of each predicted chunk executed before the policy is asked again (Diffusion
+    Policy's n_action_steps): 1 re-plans every tick; up to the policy's action horizon. On a
+    robot server the whole chunk is sent (``RobotClient.send_chunk``), so a late re-plan finds
+    the plan still running."""
     videos_per_task: int = 2
     """Up to this many MP4s per task, half successes and half failures when there are both (needs
     a camera: on the server, or --camera in --sim)."""
@@ -129,7 +134,8 @@ def load_runner(cmd: EvalCommand, out: Path):
 
     Raises:
         FileNotFoundError: no such file. PolicyLoadError: not a tether policy.
-        UsageError: a task the policy was not trained on.
+        UsageError: a task the policy was not trained on, or ``--action-steps`` outside 1 to
+            the policy's action horizon.
     """
     from tether.robot.runner import PolicyRunner
 
@@ -142,6 +148,9 @@ def load_runner(cmd: EvalCommand, out: Path):
         checkpoint = path
         path, _, _ = export(ExportCommand(checkpoint, out / "policy.onnx"))
     runner = PolicyRunner(path, seed=cmd.seed)
+    if not 1 <= cmd.action_steps <= runner.action_horizon:
+        raise UsageError(f"--action-steps {cmd.action_steps}: the policy predicts chunks of "
+                         f"{runner.action_horizon} action(s), so 1 to {runner.action_horizon}")
     # a goal-observation policy is not tied to task names: the robot's goals say what to do
     unknown = [] if runner.goal_conditioned_on_observations else [t for t in cmd.tasks if t not in runner.tasks]
     if unknown:
@@ -326,7 +335,7 @@ class LinkStats:
 
 
 def run_episode(client, runner, task: str, seed: int, camera: str | None, link: LinkStats,
-                should_stop=None):
+                should_stop=None, action_steps: int = 1):
     """One episode on a robot server, the policy answering every state it sees.
 
     Every state is read in order (rewards of all ticks are summed), the policy acts on the newest
@@ -336,15 +345,18 @@ def run_episode(client, runner, task: str, seed: int, camera: str | None, link: 
     Args:
         should_stop: called once per state; returning a string ends the episode early with that
             as its ``stopped`` reason (operator keys), the robot holding from then on.
+        action_steps: 1: one action per state (``send_action``); K > 1: the policy's whole chunk
+            is sent for the ticks after the state (``send_chunk``, one control period apart) and
+            the policy plans again once K ticks have passed, observing the states in between.
 
     Returns:
         dict with success, return, length (ticks), held_ticks, stopped (None or the reason),
-        latencies (s, per action), frames (camera images, if ``camera``).
+        latencies (s, per policy call), frames (camera images, if ``camera``).
     """
     start_episode(runner, task, seed)
     state = client.reset(task, seed)
     latencies, frames = [], []
-    total, held, last_step = 0.0, 0, 0
+    total, held, last_step, replan_step = 0.0, 0, 0, 0
     while True:
         if camera is not None:
             frames.append(state["observation"][camera])
@@ -353,9 +365,15 @@ def run_episode(client, runner, task: str, seed: int, camera: str | None, link: 
             return {"success": bool(state["success"]), "return": total, "length": int(state["step"]),
                     "held_ticks": held, "stopped": stopped, "latencies": latencies, "frames": frames}
         received = state["received"]
-        action = runner.act(state["observation"])
-        client.send_action(action, state["seq"])
-        latencies.append(time.monotonic() - received)
+        if action_steps == 1:
+            client.send_action(runner.act(state["observation"]), state["seq"])
+            latencies.append(time.monotonic() - received)
+        elif state["step"] >= replan_step:
+            client.send_chunk(runner.act_chunk(state["observation"]), runner.spec.period_s, state)
+            latencies.append(time.monotonic() - received)
+            replan_step = state["step"] + action_steps
+        else:
+            runner.observe(state["observation"])
         # Read every state in order (reward, held ticks, link timing); act on the newest. Done
         # states repeat (the server publishes every tick): only new steps count.
         queue = [client.next_state()]
@@ -402,7 +420,7 @@ def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
             for k in range(cmd.episodes):
                 seed = cmd.seed + k
                 film = camera if quota.want(task) else None
-                r = run_episode(client, runner, task, seed, film, link)
+                r = run_episode(client, runner, task, seed, film, link, action_steps=cmd.action_steps)
                 latencies += r["latencies"]
                 episode = {"task": task, "index": k, "seed": seed, "success": r["success"],
                            "return": r["return"], "length": r["length"],

@@ -196,7 +196,8 @@ def evaluate_operator(cmd: EvalCommand, keys: OperatorKeys | None = None) -> dic
 
                         film = camera if quota.want(task) else None
                         try:
-                            r = run_episode(client, runner, task, seed, film, link, should_stop)
+                            r = run_episode(client, runner, task, seed, film, link, should_stop,
+                                            cmd.action_steps)
                         except BaseException:
                             client.estop("tether eval --operator stopped by an error or Ctrl-C")
                             op.say("E-STOP tripped: tether eval is stopping.")

@@ -163,14 +163,19 @@ class SimSetup:
     tasks: tuple[str, ...]
     max_episode_steps: int | None  # None: the simulator's own horizon
     image_size: int
+    action_steps: int = 1  # actions of a chunk executed per policy call
 
 
-def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str | None) -> dict:
+def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str | None,
+                    action_steps: int = 1) -> dict:
     """One lock-stepped episode; returns success, return, length (ticks), held_ticks, latencies
-    (s, per policy call) and frames (the camera's, uint8 [H, W, 3] each, if ``camera_key``)."""
+    (s, per policy call) and frames (the camera's, uint8 [H, W, 3] each, if ``camera_key``).
+
+    ``action_steps`` K > 1: the first K actions of each predicted chunk run before the policy
+    plans again (it observes the states in between)."""
     start_episode(runner, task, seed)
     obs = env.reset(task, seed)
-    frames, latencies = [], []
+    frames, latencies, plan = [], [], []
     total, held, length = 0.0, 0, 0
     while True:
         if camera_key is not None:
@@ -178,9 +183,16 @@ def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str 
         # The server clears ``done`` at a reset: an episode has at least one tick.
         if length > 0 and obs.done:
             break
-        t0 = time.perf_counter()
-        action = runner.act(obs.values)
-        latencies.append(time.perf_counter() - t0)
+        if plan:
+            runner.observe(obs.values)
+            action = plan.pop(0)
+        else:
+            t0 = time.perf_counter()
+            if action_steps == 1:
+                action = runner.act(obs.values)
+            else:
+                action, *plan = runner.act_chunk(obs.values)[:action_steps]
+            latencies.append(time.perf_counter() - t0)
         obs, was_held = env.step(action)
         total += float(obs.reward)
         held += was_held
@@ -208,7 +220,8 @@ def _get(setup: SimSetup, camera: str | None):
 
 def _job(setup: SimSetup, task: str, index: int, seed: int, camera: str | None) -> dict:
     runner, env = _get(setup, camera)
-    r = run_sim_episode(env, runner, task, seed, None if camera is None else f"observation.images.{camera}")
+    r = run_sim_episode(env, runner, task, seed, None if camera is None else f"observation.images.{camera}",
+                        setup.action_steps)
     return {"task": task, "index": index, "seed": seed, **r}
 
 
@@ -249,7 +262,8 @@ def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
     if cmd.camera is not None and default_camera is None:
         raise UsageError(f"--camera {cmd.camera}: the {cmd.sim} simulator has no cameras")
     tasks = list(cmd.tasks or runner.tasks)
-    setup = SimSetup(cmd.sim, str(onnx_path), tuple(tasks), cmd.max_episode_steps, cmd.image_size)
+    setup = SimSetup(cmd.sim, str(onnx_path), tuple(tasks), cmd.max_episode_steps, cmd.image_size,
+                     cmd.action_steps)
     # Check the policy against the simulated robot here, before any worker starts.
     _worker["runner"] = runner
     _, env = _get(setup, None)

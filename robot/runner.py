@@ -94,12 +94,21 @@ class PolicyRunner:
             self._goal[0, self.tasks.index(task)] = 1
         self._history.clear()
 
-    def _run(self, observation: dict[str, np.ndarray], deterministic: bool = False) -> dict[str, np.ndarray]:
+    def observe(self, observation: dict[str, np.ndarray]) -> None:
+        """Add an observation to the policy's history without acting: the ticks on which the
+        later actions of a chunk run (``act`` and ``act_chunk`` observe by themselves).
+
+        Raises:
+            SpecError: the state's shape/dtype does not fit, or it holds NaN/inf.
+        """
         state = self._obs_feature.validate("observation.state", observation["observation.state"])
         if not self._history:
             self._history.extend([state] * self.window)  # pad the window with the first frame
         else:
             self._history.append(state)
+
+    def _run(self, observation: dict[str, np.ndarray], deterministic: bool = False) -> dict[str, np.ndarray]:
+        self.observe(observation)
         goal = self._goal
         if self._goal_key is not None:
             if self._goal_key not in observation:

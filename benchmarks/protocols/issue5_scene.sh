@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 5: OGBench scene-play. Play data from OGBench's noisy oracles, BESO and GCBC on the same
+# transformer with hindsight goals, then OGBench's 5 evaluation goals (20 episodes each, a video
+# per goal) for BESO (3 steps, w = 1), BESO with CFG (w = 1.5), GCBC, and BESO's sampler
+# ablations (steps 1/3/10, w 0/1/1.5) exported from the same weights. Tabulate with
+# issue5_table.py.
+#
+#   issue5_scene.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS]
+#
+# OGBench's scene-play is 1000 episodes of 1000 steps, with about 1M gradient steps per method;
+# the defaults here are what two CPU cores finish in a session (150 episodes, 40k steps, both
+# models trained at once, one core each).
+set -euo pipefail
+EPISODES=${1:-150}
+STEPS=${2:-40000}
+D_MODEL=${3:-128}
+LAYERS=${4:-4}
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+
+[ -d scene_play ] || tether collect scene_play --env ogbench:scene --episodes "$EPISODES" --episode-steps 1000
+
+COMMON="--goal.kind hindsight --goal.min-offset-s 0.5 --goal.max-offset-s 50 --beso.window 1
+  --beso.d-model $D_MODEL --beso.n-layers $LAYERS --beso.n-heads 4 --optim.batch-size 128
+  --optim.steps $STEPS --optim.checkpoint-every 2500"
+for algo in beso gcbc; do
+  OMP_NUM_THREADS=1 tether train scene_play --out "scene_$algo" --algo "$algo" $COMMON > "train_$algo.log" 2>&1 &
+done
+wait
+
+ev() {  # NAME ONNX
+  tether eval "$2" --sim ogbench:scene --episodes 20 --videos-per-task 1 --out "eval_$1" > "eval_$1.log" 2>&1
+}
+tether export scene_beso/policy.pt --out scene_beso/policy.onnx
+tether export scene_gcbc/policy.pt --out scene_gcbc/policy.onnx
+for v in "steps1 --num-steps 1" "steps10 --num-steps 10" "w0 --guidance-weight 0" "w1.5 --guidance-weight 1.5"; do
+  set -- $v
+  name=$1; shift
+  tether export scene_beso/policy.pt --out "scene_beso/$name.onnx" "$@"
+done
+# two evaluations at a time, one per core
+OMP_NUM_THREADS=1 ev beso scene_beso/policy.onnx & OMP_NUM_THREADS=1 ev gcbc scene_gcbc/policy.onnx & wait
+OMP_NUM_THREADS=1 ev beso_w1.5 scene_beso/w1.5.onnx & OMP_NUM_THREADS=1 ev beso_w0 scene_beso/w0.onnx & wait
+OMP_NUM_THREADS=1 ev beso_steps1 scene_beso/steps1.onnx & OMP_NUM_THREADS=1 ev beso_steps10 scene_beso/steps10.onnx & wait
+python "$(dirname "$0")/issue5_table.py" .

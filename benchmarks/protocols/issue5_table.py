@@ -1,0 +1,35 @@
+"""Issue 5 table: success on OGBench scene's 5 goals for each evaluated policy, next to OGBench's
+published scene-play-v0 numbers (Park et al., ICLR 2025, Table 2; their data is 1000 episodes and
+1M gradient steps, ours is regenerated and smaller).
+
+    python issue5_table.py [EXPERIMENT_DIR]
+"""
+import json
+import sys
+from pathlib import Path
+
+root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+# name of the eval folder -> what it is
+ARMS = {
+    "beso": "BESO, 3 DDIM steps, w = 1",
+    "beso_w1.5": "BESO with CFG, 3 steps, w = 1.5",
+    "gcbc": "GCBC (same transformer)",
+    "beso_steps1": "BESO, 1 step, w = 1",
+    "beso_steps10": "BESO, 10 steps, w = 1",
+    "beso_w0": "BESO, 3 steps, w = 0 (goal-free play policy)",
+}
+PUBLISHED = {"GCBC": "5 ± 1", "GCIVL": "42 ± 4", "GCIQL": "51 ± 4", "QRL": "5 ± 1", "CRL": "19 ± 2", "HIQL": "38 ± 3"}
+
+print("| policy | episodes | success [95% CI] | task1 | task2 | task3 | task4 | task5 |")
+print("|---|---|---|---|---|---|---|---|")
+for name, label in ARMS.items():
+    f = root / f"eval_{name}" / "eval.json"
+    if not f.exists():
+        continue
+    r = json.loads(f.read_text())
+    lo, hi = r["success_ci95"]
+    tasks = " | ".join(f"{100 * r['tasks'][t]['success_rate']:.0f}%" for t in sorted(r["tasks"]))
+    print(f"| {label} | {r['episodes']} | {100 * r['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] | {tasks} |")
+print()
+print("OGBench scene-play-v0, published (%, mean ± std over 8 seeds, 50 episodes per goal): "
+      + ", ".join(f"{k} {v}" for k, v in PUBLISHED.items()))

@@ -1,0 +1,125 @@
+"""`tether eval --action-steps K`: a chunk policy's first K actions run per policy call, in direct
+simulation and over a real-time robot server (``send_chunk``), and the runner's observation
+history still sees every tick in between.
+
+The policy is an ONNX graph written by hand (no torch): ``action = flatten(obs window) @ W`` and
+``actions[k] = action + k * d``, so which chunk entry ran on a tick is visible in the outcome.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tether.launch import UsageError
+from tether.launch.eval import EvalCommand, LinkStats, run_episode
+from tether.launch.eval_sim import evaluate_sim
+from tether.robot.client import RobotClient
+from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
+from tether.robot.runner import PolicyRunner
+
+
+def chunk_policy(path, spec, weights, horizon, step):
+    """A tether ONNX chunk policy: ``weights`` [T*S, A] over the flattened window of T states,
+    ``actions`` [B, H, A] = action + k * ``step`` for k = 0..H-1, both clipped to [-1, 1] (the
+    server refuses commands outside the spec's limits)."""
+    ts, a = weights.shape
+    s = spec.observation["observation.state"].shape[0]
+    window = ts // s
+    offsets = (np.arange(horizon, dtype=np.float32)[:, None] * np.asarray(step, np.float32))[None]
+    inits = [numpy_helper.from_array(np.asarray(weights, np.float32), "W"),
+             numpy_helper.from_array(np.array([-1, ts], np.int64), "flat"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(offsets, "offsets"),
+             numpy_helper.from_array(np.float32(-1), "lo"), numpy_helper.from_array(np.float32(1), "hi")]
+    nodes = [helper.make_node("Reshape", ["obs", "flat"], ["o"]),
+             helper.make_node("MatMul", ["o", "W"], ["raw"]),
+             helper.make_node("Clip", ["raw", "lo", "hi"], ["action"]),
+             helper.make_node("Unsqueeze", ["raw", "axis1"], ["r1"]),
+             helper.make_node("Add", ["r1", "offsets"], ["raws"]),
+             helper.make_node("Clip", ["raws", "lo", "hi"], ["actions"])]
+    graph = helper.make_graph(
+        nodes, "chunk",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["B", window, s]),
+         helper.make_tensor_value_info("goal", TensorProto.FLOAT, ["B", len(spec.tasks)])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["B", a]),
+         helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["B", horizon, a])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    meta = {"kind": "beso", "window": window, "action_horizon": horizon,
+            "goal": {"kind": "task_one_hot", "tasks": list(spec.tasks)}, "parameters": int(weights.size)}
+    for key, value in {"tether.spec": spec.to_json(), "tether.policy": json.dumps(meta)}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def p_controller(path, rate_hz=10.0, window=1, horizon=4, step=(0.3, -0.3)):
+    """P-control of the point mass towards the origin from the newest state, plus k * step."""
+    spec = pointmass_spec(rate_hz)
+    weights = np.zeros((4 * window, 2))
+    weights[4 * (window - 1), 0] = weights[4 * (window - 1) + 1, 1] = -2.0
+    return chunk_policy(path, spec, weights, horizon, step)
+
+
+def test_observe_fills_the_window_between_chunks(tmp_path):
+    spec = pointmass_spec(10.0)
+    weights = np.arange(16, dtype=np.float64).reshape(8, 2) / 100  # both frames of the window count
+    runner = PolicyRunner(chunk_policy(tmp_path / "w2.onnx", spec, weights, 3, (1.0, 0.0)))
+    task = spec.tasks[0]
+    obs = [{"observation.state": np.full(4, i - 1.0, np.float32)} for i in range(3)]
+    runner.reset(task)
+    runner.act(obs[0])
+    runner.observe(obs[1])
+    chunk = runner.act_chunk(obs[2])
+    expected = np.concatenate([obs[1]["observation.state"], obs[2]["observation.state"]]) @ weights
+    assert chunk.shape == (3, 2)
+    np.testing.assert_allclose(chunk[:, 0], np.clip(expected[0] + np.arange(3), -1, 1), rtol=1e-6)
+    np.testing.assert_allclose(chunk[:, 1], np.clip(expected[1], -1, 1), rtol=1e-6)
+    with pytest.raises(Exception, match="observation.state"):
+        runner.observe({"observation.state": np.full(4, np.nan, np.float32)})
+
+
+def test_direct_sim_runs_k_actions_per_policy_call(tmp_path):
+    policy = p_controller(tmp_path / "chunk.onnx")
+    runs = {}
+    for k in (1, 3, 4):
+        runs[k] = evaluate_sim(EvalCommand(policy, sim="pointmass", episodes=4, seed=3, action_steps=k,
+                                           max_episode_steps=12, out=tmp_path / f"k{k}"))
+        calls = sum(math.ceil(e["length"] / k) for e in runs[k]["per_episode"])
+        assert len(runs[k]["latency_ms"]["samples"]) == calls, k
+        assert runs[k]["config"]["action_steps"] == k
+    # The chunk's later entries differ from a re-planned first entry: the episodes differ.
+    returns = {k: [e["return"] for e in r["per_episode"]] for k, r in runs.items()}
+    assert returns[1] != returns[3] != returns[4]
+
+
+def test_robot_server_runs_sent_chunks(tmp_path, serve):
+    """Real time at 20 Hz: the policy is asked about every third state and the server fills the
+    ticks in between from the chunk."""
+    policy = p_controller(tmp_path / "chunk.onnx", rate_hz=20.0)
+    runner = PolicyRunner(policy)
+    with serve(PointMassRobot(20.0, 30), rate_hz=20.0) as server, \
+            RobotClient(server.address, spec=runner.spec) as client:
+        r = run_episode(client, runner, runner.tasks[0], 0, None, LinkStats(), action_steps=3)
+        applied = server.stats.commands_applied
+    assert r["length"] == 30 or r["success"]
+    assert len(r["latencies"]) <= math.ceil(r["length"] / 3) + 1
+    # every tick after the first chunk arrived ran a chunk action (a loaded machine may hold one)
+    assert applied >= r["length"] - 2 - r["held_ticks"] and r["held_ticks"] <= 3
+
+
+def test_action_steps_outside_the_chunk_is_a_usage_error(tmp_path):
+    chunked = p_controller(tmp_path / "chunk.onnx", horizon=4)
+    single = p_controller(tmp_path / "single.onnx", horizon=1)
+    with pytest.raises(UsageError, match="chunks of 4 action"):
+        evaluate_sim(EvalCommand(chunked, sim="pointmass", episodes=1, action_steps=5, out=tmp_path / "a"))
+    with pytest.raises(UsageError, match="chunks of 1 action"):
+        evaluate_sim(EvalCommand(single, sim="pointmass", episodes=1, action_steps=2, out=tmp_path / "b"))

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tether.launch import cli, processes
 from tether.launch.eval import EvalCommand, VideoQuota, choose_videos
 from tether.launch.eval_sim import evaluate_sim
+from tether.policies.export import save_onnx
 from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
 from tether.robot.video import read_mp4
 from tether.sim.metaworld import metaworld_spec
@@ -58,12 +58,7 @@ def linear_policy(path, spec, weights, noise_scale=0.0):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     meta = {"kind": "mlp", "window": 1, "goal": {"kind": "task_one_hot", "tasks": list(spec.tasks)},
             "parameters": int(weights.size)}
-    for key, value in {"tether.spec": spec.to_json(), "tether.policy": json.dumps(meta)}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return Path(path)
+    return save_onnx(model, {"tether.spec": spec.to_json(), "tether.policy": json.dumps(meta)}, path)
 
 
 def pointmass_policy(path):

@@ -8,16 +8,15 @@ The policy is an ONNX graph written by hand (no torch): ``action = flatten(obs w
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tether.launch import UsageError
 from tether.launch.eval import EvalCommand, LinkStats, run_episode
 from tether.launch.eval_sim import evaluate_sim
+from tether.policies.export import save_onnx
 from tether.robot.client import RobotClient
 from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
 from tether.robot.runner import PolicyRunner
@@ -53,12 +52,7 @@ def chunk_policy(path, spec, weights, horizon, step):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     meta = {"kind": "beso", "window": window, "action_horizon": horizon,
             "goal": {"kind": "task_one_hot", "tasks": list(spec.tasks)}, "parameters": int(weights.size)}
-    for key, value in {"tether.spec": spec.to_json(), "tether.policy": json.dumps(meta)}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return Path(path)
+    return save_onnx(model, {"tether.spec": spec.to_json(), "tether.policy": json.dumps(meta)}, path)
 
 
 def p_controller(path, rate_hz=10.0, window=1, horizon=4, step=(0.3, -0.3)):

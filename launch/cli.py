@@ -64,8 +64,23 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _restore_sigint() -> None:
+    """Make SIGINT raise KeyboardInterrupt even when this process inherited it ignored.
+
+    A shell without job control starts background jobs (``cmd &``, ``nohup``) with SIGINT
+    ignored, the children inherit that, and Python then installs no handler: Ctrl-C, ``tether
+    launch``'s ordered stop and the learner's save-on-stop would never reach such a process.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``tether`` console script."""
+    _restore_sigint()
     cfg = tyro.extras.subcommand_cli_from_dict(
         {name: cls for name, (cls, _) in VERBS.items()},
         prog="tether",

@@ -122,3 +122,20 @@ def test_play_quality_reaches_random_points_in_turn():
         hand = hand + a[:3] / 100
         assert (hand >= PLAY_LOW - 0.05).all() and (hand <= PLAY_HIGH + 0.05).all()
     assert len(targets) >= 8  # it reached (or gave up on) many points, one after another
+
+
+
+def test_sigint_interrupts_tether_started_with_sigint_ignored():
+    """A background job of a shell without job control inherits SIGINT ignored, and Python then
+    installs no handler; tether's entry point restores it, so Ctrl-C, tether launch's ordered
+    stop and the learner's save-on-stop still reach the process (tether serve has its own)."""
+    import signal
+
+    code = ("import signal, time\n"
+            "from tether.launch.cli import _restore_sigint\n"
+            "_restore_sigint()\n"
+            "signal.raise_signal(signal.SIGINT)\n"
+            "time.sleep(0.5)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr, proc.stderr[-500:]

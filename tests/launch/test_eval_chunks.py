@@ -20,6 +20,7 @@ from tether.policies.export import save_onnx
 from tether.robot.client import RobotClient
 from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
 from tether.robot.runner import PolicyRunner
+from tether.robot.spec import SpecError
 
 
 def chunk_policy(path, spec, weights, horizon, step):
@@ -55,12 +56,11 @@ def chunk_policy(path, spec, weights, horizon, step):
     return save_onnx(model, {"tether.spec": spec.to_json(), "tether.policy": json.dumps(meta)}, path)
 
 
-def p_controller(path, rate_hz=10.0, window=1, horizon=4, step=(0.3, -0.3)):
-    """P-control of the point mass towards the origin from the newest state, plus k * step."""
-    spec = pointmass_spec(rate_hz)
-    weights = np.zeros((4 * window, 2))
-    weights[4 * (window - 1), 0] = weights[4 * (window - 1) + 1, 1] = -2.0
-    return chunk_policy(path, spec, weights, horizon, step)
+def p_controller(path, rate_hz=10.0, horizon=4, step=(0.3, -0.3)):
+    """P-control of the point mass towards the origin (window 1), plus k * step."""
+    weights = np.zeros((4, 2))
+    weights[0, 0] = weights[1, 1] = -2.0
+    return chunk_policy(path, pointmass_spec(rate_hz), weights, horizon, step)
 
 
 def test_observe_fills_the_window_between_chunks(tmp_path):
@@ -77,7 +77,7 @@ def test_observe_fills_the_window_between_chunks(tmp_path):
     assert chunk.shape == (3, 2)
     np.testing.assert_allclose(chunk[:, 0], np.clip(expected[0] + np.arange(3), -1, 1), rtol=1e-6)
     np.testing.assert_allclose(chunk[:, 1], np.clip(expected[1], -1, 1), rtol=1e-6)
-    with pytest.raises(Exception, match="observation.state"):
+    with pytest.raises(SpecError, match="observation.state"):
         runner.observe({"observation.state": np.full(4, np.nan, np.float32)})
 
 

@@ -171,9 +171,7 @@ def test_learner_crash_actor_keeps_acting_then_reconnects(tmp_path, robot):
         actor.close()
         if learner.poll() is None:
             learner.send_signal(signal.SIGINT)
-            # Ctrl-C saves the buffer and exports the final policy.onnx (torch.onnx's dynamo
-            # export: seconds, more on two loaded cores); a crash would not get here.
-            learner.wait(90)
+            learner.wait(20)
     assert actor.stats.swaps >= 3
 
 

@@ -124,7 +124,6 @@ def test_play_quality_reaches_random_points_in_turn():
     assert len(targets) >= 8  # it reached (or gave up on) many points, one after another
 
 
-
 def test_sigint_interrupts_tether_started_with_sigint_ignored():
     """A background job of a shell without job control inherits SIGINT ignored, and Python then
     installs no handler; tether's entry point restores it, so Ctrl-C, tether launch's ordered

@@ -103,11 +103,11 @@ def test_robot_server_runs_sent_chunks(tmp_path, serve):
     with serve(PointMassRobot(20.0, 30), rate_hz=20.0) as server, \
             RobotClient(server.address, spec=runner.spec) as client:
         r = run_episode(client, runner, runner.tasks[0], 0, None, LinkStats(), action_steps=3)
-        applied = server.stats.commands_applied
     assert r["length"] == 30 or r["success"]
     assert len(r["latencies"]) <= math.ceil(r["length"] / 3) + 1
-    # every tick after the first chunk arrived ran a chunk action (a loaded machine may hold one)
-    assert applied >= r["length"] - 2 - r["held_ticks"] and r["held_ticks"] <= 3
+    # The server ran the chunk on the ticks the policy did not answer: without it, two ticks in
+    # three would be held (a loaded machine may still hold a few).
+    assert r["held_ticks"] <= 3
 
 
 def test_action_steps_outside_the_chunk_is_a_usage_error(tmp_path):

@@ -5,7 +5,11 @@
 # ablations (steps 1/3/10, w 0/1/1.5) exported from the same weights. Tabulate with
 # issue5_table.py.
 #
-#   issue5_scene.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS]
+#   issue5_scene.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS] [HORIZON] [ACTION_STEPS]
+#
+# HORIZON > 1 trains both policies on action chunks of that length (--beso.action-horizon) and
+# evaluates them running ACTION_STEPS actions of each chunk (Diffusion Policy's n_action_steps);
+# its folders get an _hHORIZON suffix, so a chunk run and a single-action run share the data.
 #
 # OGBench's scene-play is 1000 episodes of 1000 steps, with about 1M gradient steps per method;
 # the defaults here are what two CPU cores finish in a session (150 episodes, 40k steps, both
@@ -15,30 +19,35 @@ EPISODES=${1:-150}
 STEPS=${2:-40000}
 D_MODEL=${3:-128}
 LAYERS=${4:-4}
+HORIZON=${5:-1}
+ACTION_STEPS=${6:-1}
+SUF=$([ "$HORIZON" -gt 1 ] && echo "_h$HORIZON" || true)
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
 [ -d scene_play ] || tether collect scene_play --env ogbench:scene --episodes "$EPISODES" --episode-steps 1000
 
-COMMON="--goal.kind hindsight --goal.min-offset-s 0.5 --goal.max-offset-s 50 --beso.window 1
+COMMON="--goal.kind hindsight --goal.min-offset-s 0.5 --goal.max-offset-s 50 --beso.window 1 --beso.action-horizon $HORIZON
   --beso.d-model $D_MODEL --beso.n-layers $LAYERS --beso.n-heads 4 --optim.batch-size 128
   --optim.steps $STEPS --optim.checkpoint-every 2500"
 for algo in beso gcbc; do
-  OMP_NUM_THREADS=1 tether train scene_play --out "scene_$algo" --algo "$algo" $COMMON > "train_$algo.log" 2>&1 &
+  OMP_NUM_THREADS=1 tether train scene_play --out "scene_$algo$SUF" --algo "$algo" $COMMON > "train_$algo$SUF.log" 2>&1 &
 done
 wait
 
+B=scene_beso$SUF G=scene_gcbc$SUF
 ev() {  # NAME ONNX
-  tether eval "$2" --sim ogbench:scene --episodes 20 --videos-per-task 1 --out "eval_$1" > "eval_$1.log" 2>&1
+  tether eval "$2" --sim ogbench:scene --episodes 20 --videos-per-task 1 --action-steps "$ACTION_STEPS" \
+    --out "eval_$1" > "eval_$1.log" 2>&1
 }
-tether export scene_beso/policy.pt --out scene_beso/policy.onnx
-tether export scene_gcbc/policy.pt --out scene_gcbc/policy.onnx
+tether export $B/policy.pt --out $B/policy.onnx
+tether export $G/policy.pt --out $G/policy.onnx
 for v in "steps1 --num-steps 1" "steps10 --num-steps 10" "w0 --guidance-weight 0" "w1.5 --guidance-weight 1.5"; do
   set -- $v
   name=$1; shift
-  tether export scene_beso/policy.pt --out "scene_beso/$name.onnx" "$@"
+  tether export $B/policy.pt --out "$B/$name.onnx" "$@"
 done
 # two evaluations at a time, one per core
-OMP_NUM_THREADS=1 ev beso scene_beso/policy.onnx & OMP_NUM_THREADS=1 ev gcbc scene_gcbc/policy.onnx & wait
-OMP_NUM_THREADS=1 ev beso_w1.5 scene_beso/w1.5.onnx & OMP_NUM_THREADS=1 ev beso_w0 scene_beso/w0.onnx & wait
-OMP_NUM_THREADS=1 ev beso_steps1 scene_beso/steps1.onnx & OMP_NUM_THREADS=1 ev beso_steps10 scene_beso/steps10.onnx & wait
+OMP_NUM_THREADS=1 ev beso$SUF $B/policy.onnx & OMP_NUM_THREADS=1 ev gcbc$SUF $G/policy.onnx & wait
+OMP_NUM_THREADS=1 ev beso${SUF}_w1.5 $B/w1.5.onnx & OMP_NUM_THREADS=1 ev beso${SUF}_w0 $B/w0.onnx & wait
+OMP_NUM_THREADS=1 ev beso${SUF}_steps1 $B/steps1.onnx & OMP_NUM_THREADS=1 ev beso${SUF}_steps10 $B/steps10.onnx & wait
 python "$(dirname "$0")/issue5_table.py" .

@@ -5,11 +5,13 @@ published scene-play-v0 numbers (Park et al., ICLR 2025, Table 2; their data is 
     python issue5_table.py [EXPERIMENT_DIR]
 """
 import json
+import re
 import sys
 from pathlib import Path
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-# name of the eval folder -> what it is
+# eval folder eval_<policy>[_h<H>][_<variant>][_k<K>] -> what it is (issue5_scene.sh names them
+# so; _k<K> only tells apart evaluations of one chunk policy with different --action-steps)
 ARMS = {
     "beso": "BESO, 3 DDIM steps, w = 1",
     "beso_w1.5": "BESO with CFG, 3 steps, w = 1.5",
@@ -22,11 +24,29 @@ PUBLISHED = {"GCBC": "5 ± 1", "GCIVL": "42 ± 4", "GCIQL": "51 ± 4", "QRL": "5
 
 print("| policy | episodes | success [95% CI] | task1 | task2 | task3 | task4 | task5 |")
 print("|---|---|---|---|---|---|---|---|")
-for name, label in ARMS.items():
-    f = root / f"eval_{name}" / "eval.json"
+NAME = re.compile(r"eval_(beso|gcbc)(?:_h(\d+))?(?:_(?!k\d+$)(.+?))?(?:_k\d+)?$")
+
+
+def arm(folder: Path) -> tuple[int, str]:
+    """(action horizon, key of ARMS) of an eval folder."""
+    algo, horizon, variant = NAME.match(folder.name).groups()
+    return int(horizon or 1), algo if variant is None else f"{algo}_{variant}"
+
+
+def order(folder: Path) -> tuple:
+    horizon, key = arm(folder)
+    return (horizon, list(ARMS).index(key) if key in ARMS else len(ARMS), folder.name)
+
+
+for folder in sorted((d for d in root.glob("eval_*") if NAME.match(d.name)), key=order):
+    f = folder / "eval.json"
     if not f.exists():
         continue
+    horizon, key = arm(folder)
     r = json.loads(f.read_text())
+    label = ARMS.get(key, folder.name)
+    if horizon > 1:
+        label += f"; chunks of {horizon}, {r['config']['action_steps']} run per call"
     lo, hi = r["success_ci95"]
     tasks = " | ".join(f"{100 * r['tasks'][t]['success_rate']:.0f}%" for t in sorted(r["tasks"]))
     print(f"| {label} | {r['episodes']} | {100 * r['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] | {tasks} |")

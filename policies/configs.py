@@ -49,7 +49,8 @@ class GoalConfig:
     ``task``: a one-hot of the episode's task string (demonstrations of named tasks).
     ``hindsight``: a later ``observation.state`` of the same episode (play data: hindsight goal
     relabelling, Play-LMP, Lynch et al. 2019), at ``min_offset_s`` to ``max_offset_s`` ahead
-    (Play-LMP: windows of 32 to 64 frames at 30 Hz); at run time the goal comes from the robot's
+    (Play-LMP: windows of 32 to 64 frames at 30 Hz), uniformly or, with ``gamma``, geometrically
+    (OGBench's ``actor_geom_sample``); at run time the goal comes from the robot's
     ``observation.goal`` (the same layout as ``observation.state``).
     """
 
@@ -58,6 +59,10 @@ class GoalConfig:
     """Hindsight: nearest goal (s ahead of the frame)."""
     max_offset_s: float = 2.0
     """Hindsight: farthest goal (s ahead); frames nearer the episode's end use its last frame."""
+    gamma: float | None = None
+    """Hindsight: None draws the offset uniformly from the range; a discount 0 < gamma < 1 (per
+    frame) draws min_offset - 1 + Geometric(1 - gamma) frames, capped at max_offset_s (mean
+    1 / (1 - gamma) frames past min_offset - 1), as goal-conditioned RL samples future goals."""
     dims: tuple[int, ...] = ()
     """Hindsight: the ``observation.state`` elements a goal specifies (e.g. the objects' poses,
     not the arm's); default all."""

@@ -47,7 +47,8 @@ class SequenceData:
 
         Raises:
             tether.robot.dataset.DatasetError: not a readable dataset.
-            ValueError: hindsight offsets out of order, or goal dims outside the state.
+            ValueError: hindsight offsets out of order, gamma outside (0, 1), or goal dims
+                outside the state.
         """
         from tether.robot.dataset import Dataset
 
@@ -60,7 +61,7 @@ class SequenceData:
         sampler = None
         if goal.kind == "hindsight":
             lo, hi = round(goal.min_offset_s * ds.fps), round(goal.max_offset_s * ds.fps)
-            sampler = GoalSampler(min_offset=max(1, lo), max_offset=max(1, lo, hi))
+            sampler = GoalSampler(min_offset=max(1, lo), max_offset=max(1, lo, hi), gamma=goal.gamma)
         data = TrainingDataset(ds, ["observation.state", "action"], delta, sampler)
         obs, actions = data.columns["observation.state"], data.columns["action"]
         state_dim = obs.shape[1]

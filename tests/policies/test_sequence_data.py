@@ -61,6 +61,25 @@ def test_hindsight_goals_come_from_the_same_episodes_future(play):
         SequenceData.from_dataset(play, 1, 1, GoalConfig(kind="hindsight", dims=(9,)))
 
 
+def test_hindsight_offsets_are_uniform_or_geometric(play):
+    """``gamma`` switches the offsets from uniform in [1, 8] frames (mean 4.5) to Geometric(0.5)
+    frames (mean 2), both within the range."""
+
+    def offsets(gamma):
+        goal = GoalConfig(kind="hindsight", min_offset_s=0.1, max_offset_s=0.8, gamma=gamma, dims=(1,))
+        data = SequenceData.from_dataset(play, window=1, horizon=1, goal=goal)
+        b = data.batch(np.zeros(4000, dtype=np.int64), np.random.default_rng(2))  # frame 0 of episode 0
+        n = data.normalizer
+        return (b["goal"].numpy()[:, 0] * n.obs_std[1] + n.obs_mean[1]).round()
+
+    uniform, geometric = offsets(None), offsets(0.5)
+    assert uniform.min() == 1 and uniform.max() == 8 and abs(uniform.mean() - 4.5) < 0.15
+    assert geometric.min() == 1 and geometric.max() <= 8 and abs(geometric.mean() - 2.0) < 0.1
+    assert abs(np.mean(geometric == 1) - 0.5) < 0.03  # P(offset = 1) = 1 - gamma
+    with pytest.raises(ValueError, match="gamma must be in"):
+        offsets(1.5)
+
+
 def test_gcbc_on_play_data_trains_exports_and_runs_on_goal_observations(play, tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "run"

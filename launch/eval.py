@@ -86,6 +86,13 @@ class EvalCommand:
     Policy's n_action_steps): 1 re-plans every tick; up to the policy's action horizon. On a
     robot server the whole chunk is sent (``RobotClient.send_chunk``), so a late re-plan finds
     the plan still running."""
+    chunk_blend: Literal["latest", "ensemble"] = "latest"
+    """With --sim: how overlapping chunks run (as tether serve --chunk-blend on a robot server):
+    latest runs the newest chunk; ensemble averages every chunk covering a tick, weights
+    exp(-m i), i = 0 the oldest (ACT's temporal ensembling; with --action-steps 1 the policy
+    then plans every tick and each action averages up to H predictions)."""
+    chunk_ensemble_m: float = 0.01
+    """m of --chunk-blend ensemble (ACT: 0.01; larger trusts the older predictions more)."""
     videos_per_task: int = 2
     """Up to this many MP4s per task, half successes and half failures when there are both (needs
     a camera: on the server, or --camera in --sim)."""
@@ -482,9 +489,14 @@ def check_command(cmd: EvalCommand) -> str:
             raise UsageError("--operator is for a robot server (hardware); it does not go with --sim")
         if cmd.max_episode_steps is not None and cmd.max_episode_steps < 1:
             raise UsageError(f"--max-episode-steps must be >= 1, got {cmd.max_episode_steps}")
+        if cmd.chunk_ensemble_m < 0:
+            raise UsageError(f"--chunk-ensemble-m must be >= 0, got {cmd.chunk_ensemble_m}")
         return "sim"
     if cmd.num_envs != 1:
         raise UsageError("--num-envs needs --sim: a robot server runs one episode at a time")
+    if cmd.chunk_blend != "latest":
+        raise UsageError("--chunk-blend needs --sim: a robot server blends the chunks it gets as it "
+                         "was started (tether serve --chunk-blend ensemble)")
     return "operator" if cmd.operator else "robot"
 
 

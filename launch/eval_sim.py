@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from tether.launch.eval import (
     EvalCommand, choose_videos, eval_tasks, load_runner, start_episode, summarize, video_name,
     write_results,
 )
+from tether.robot.chunks import ActionChunk, ChunkScheduler
 from tether.robot.driver import Observation, Robot
 from tether.robot.safety import SafetyFilter, SafetyViolation
 from tether.robot.spec import RobotSpec
@@ -164,18 +165,25 @@ class SimSetup:
     max_episode_steps: int | None  # None: the simulator's own horizon
     image_size: int
     action_steps: int = 1  # actions of a chunk executed per policy call
+    chunk_blend: Literal["latest", "ensemble"] = "latest"  # see tether.robot.chunks
+    chunk_ensemble_m: float = 0.01
 
 
 def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str | None,
-                    action_steps: int = 1) -> dict:
+                    action_steps: int = 1, chunk_blend: Literal["latest", "ensemble"] = "latest",
+                    chunk_ensemble_m: float = 0.01) -> dict:
     """One lock-stepped episode; returns success, return, length (ticks), held_ticks, latencies
     (s, per policy call) and frames (the camera's, uint8 [H, W, 3] each, if ``camera_key``).
 
-    ``action_steps`` K > 1: the first K actions of each predicted chunk run before the policy
-    plans again (it observes the states in between)."""
+    The policy is asked for its chunk every ``action_steps`` ticks (it observes the states in
+    between); each tick runs the action that a ``ChunkScheduler`` (the robot server's) blends
+    from the chunks covering it, on a grid of one tick: ``latest`` runs the newest chunk (K = 1:
+    every chunk's first action), ``ensemble`` averages every covering chunk with weights
+    exp(-m i), i = 0 the oldest (ACT's temporal ensembling, Zhao et al., RSS 2023; m = 0.01)."""
     start_episode(runner, task, seed)
     obs = env.reset(task, seed)
-    frames, latencies, plan = [], [], []
+    frames, latencies = [], []
+    scheduler = ChunkScheduler(chunk_blend, chunk_ensemble_m, interpolate=False)
     total, held, length = 0.0, 0, 0
     while True:
         if camera_key is not None:
@@ -183,17 +191,13 @@ def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str 
         # The server clears ``done`` at a reset: an episode has at least one tick.
         if length > 0 and obs.done:
             break
-        if plan:
-            runner.observe(obs.values)
-            action = plan.pop(0)
-        else:
+        if length % action_steps == 0:
             t0 = time.perf_counter()
-            if action_steps == 1:
-                action = runner.act(obs.values)
-            else:
-                action, *plan = runner.act_chunk(obs.values)[:action_steps]
+            scheduler.add(ActionChunk(runner.act_chunk(obs.values), t0=length, dt=1.0))
             latencies.append(time.perf_counter() - t0)
-        obs, was_held = env.step(action)
+        else:
+            runner.observe(obs.values)
+        obs, was_held = env.step(scheduler.action_at(length))
         total += float(obs.reward)
         held += was_held
         length += 1
@@ -221,7 +225,7 @@ def _get(setup: SimSetup, camera: str | None):
 def _job(setup: SimSetup, task: str, index: int, seed: int, camera: str | None) -> dict:
     runner, env = _get(setup, camera)
     r = run_sim_episode(env, runner, task, seed, None if camera is None else f"observation.images.{camera}",
-                        setup.action_steps)
+                        setup.action_steps, setup.chunk_blend, setup.chunk_ensemble_m)
     return {"task": task, "index": index, "seed": seed, **r}
 
 
@@ -263,7 +267,7 @@ def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
         raise UsageError(f"--camera {cmd.camera}: the {cmd.sim} simulator has no cameras")
     tasks = list(cmd.tasks or runner.tasks)
     setup = SimSetup(cmd.sim, str(onnx_path), tuple(tasks), cmd.max_episode_steps, cmd.image_size,
-                     cmd.action_steps)
+                     cmd.action_steps, cmd.chunk_blend, cmd.chunk_ensemble_m)
     # Check the policy against the simulated robot here, before any worker starts.
     _worker["runner"] = runner
     _, env = _get(setup, None)

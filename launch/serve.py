@@ -61,6 +61,12 @@ class ServeConfig:
     """Allow a non-loopback address without keys."""
     lockstep: bool = False
     """Simulators: tick as soon as the controller answers (faster than real time, no lost ticks)."""
+    chunk_blend: Literal["latest", "ensemble"] = "latest"
+    """How overlapping action chunks (RobotClient.send_chunk) run: latest runs the newest chunk
+    covering a tick (Diffusion Policy's scheduler); ensemble averages every covering chunk with
+    weights exp(-m i), i = 0 the oldest (ACT's temporal ensembling)."""
+    chunk_ensemble_m: float = 0.01
+    """m of --chunk-blend ensemble (ACT: 0.01)."""
     randomize: str | None = None
     """--robot arm only: domain randomization per episode, a preset (none, default, reality_gap:
     the stand-in real robot) or a JSON file (tether.sim.randomization)."""
@@ -115,13 +121,15 @@ def main(cfg: ServeConfig) -> None:
     keys = None
     if cfg.lockstep and cfg.robot == "dynamixel":
         raise UsageError("--lockstep is for simulators: hardware runs in real time")
+    if cfg.chunk_ensemble_m < 0:
+        raise UsageError(f"--chunk-ensemble-m must be >= 0, got {cfg.chunk_ensemble_m}")
     if cfg.server_key is not None:
         if cfg.allowed_clients is None:
             raise UsageError("--server-key needs --allowed-clients (a folder of client .key files)")
         keys = ServerKeys(cfg.server_key, cfg.allowed_clients)
     server = RobotServer(
         make_robot(cfg), cfg.address, rate_hz=cfg.rate_hz, keys=keys, insecure=cfg.insecure,
-        lockstep=cfg.lockstep,
+        lockstep=cfg.lockstep, chunk_blend=cfg.chunk_blend, chunk_ensemble_m=cfg.chunk_ensemble_m,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

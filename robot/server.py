@@ -72,7 +72,8 @@ class RobotServer:
             trip (the robot holds on every tick without a command in any case).
         keys: Curve key pair and client allow-list; without them the link is unauthenticated.
         insecure: allow binding a non-loopback address without keys.
-        chunk_blend, chunk_interpolate: how action chunks are executed (``tether.robot.chunks``).
+        chunk_blend, chunk_ensemble_m, chunk_interpolate: how action chunks are executed
+            (``tether.robot.chunks``).
         lockstep: simulators only: during an episode, tick as soon as a command answering the
             last state arrives (or after one period without one, holding as in real time), so
             a simulation runs as fast as its client and no tick is lost to a slow one (data
@@ -96,6 +97,7 @@ class RobotServer:
         chunk_blend: Literal["latest", "ensemble"] = "latest",
         chunk_interpolate: bool = True,
         lockstep: bool = False,
+        chunk_ensemble_m: float = 0.01,
     ):
         if keys is None and not insecure and not is_loopback(address):
             raise InsecureBindError(
@@ -131,7 +133,7 @@ class RobotServer:
         self._estop = False
         self._estop_pending = False
         self._published: dict[int, float] = {}
-        self._chunks = ChunkScheduler(chunk_blend, interpolate=chunk_interpolate)
+        self._chunks = ChunkScheduler(chunk_blend, chunk_ensemble_m, chunk_interpolate)
         self._chunk_command: _Command | None = None  # state seq -> perf_counter() at publication
         self._events: list[str] = []
         self.ready = threading.Event()

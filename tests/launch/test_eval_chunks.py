@@ -1,6 +1,7 @@
 """`tether eval --action-steps K`: a chunk policy's first K actions run per policy call, in direct
 simulation and over a real-time robot server (``send_chunk``), and the runner's observation
-history still sees every tick in between.
+history still sees every tick in between; `--chunk-blend ensemble` (ACT's temporal ensembling)
+averages the overlapping chunks in direct simulation.
 
 The policy is an ONNX graph written by hand (no torch): ``action = flatten(obs window) @ W`` and
 ``actions[k] = action + k * d``, so which chunk entry ran on a tick is visible in the outcome.
@@ -14,8 +15,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tether.launch import UsageError
-from tether.launch.eval import EvalCommand, LinkStats, run_episode
-from tether.launch.eval_sim import evaluate_sim
+from tether.launch.eval import EvalCommand, LinkStats, check_command, run_episode
+from tether.launch.eval_sim import DriverEnv, evaluate_sim, run_sim_episode
 from tether.policies.export import save_onnx
 from tether.robot.client import RobotClient
 from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
@@ -117,3 +118,44 @@ def test_action_steps_outside_the_chunk_is_a_usage_error(tmp_path):
         evaluate_sim(EvalCommand(chunked, sim="pointmass", episodes=1, action_steps=5, out=tmp_path / "a"))
     with pytest.raises(UsageError, match="chunks of 1 action"):
         evaluate_sim(EvalCommand(single, sim="pointmass", episodes=1, action_steps=2, out=tmp_path / "b"))
+
+
+class RecordingPointMass(PointMassRobot):
+    """The point mass, keeping every action it applies."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.applied = []
+
+    def act(self, action):
+        self.applied.append(np.array(action))
+        super().act(action)
+
+
+@pytest.mark.parametrize("blend,k,m", [("latest", 1, 0.0), ("latest", 2, 0.0), ("ensemble", 1, math.log(3)),
+                                       ("ensemble", 2, 0.5)])
+def test_direct_sim_blends_overlapping_chunks(tmp_path, blend, k, m):
+    """A policy whose chunk is (0, d, 2d, 3d) whatever it sees: the tick at t runs the entry t - s
+    of the chunks planned at ticks s (every K-th, the last 4), the newest alone (latest) or
+    averaged with weights exp(-m i), i = 0 the oldest (ensemble)."""
+    d = np.array([0.1, -0.1])
+    runner = PolicyRunner(chunk_policy(tmp_path / "c.onnx", pointmass_spec(10.0), np.zeros((4, 2)), 4, d))
+    env = DriverEnv(RecordingPointMass(10.0, 9))
+    r = run_sim_episode(env, runner, runner.tasks[0], 0, None, action_steps=k, chunk_blend=blend,
+                        chunk_ensemble_m=m)
+    assert r["length"] == 9 and len(r["latencies"]) == math.ceil(9 / k)
+    for t, applied in enumerate(env.robot.applied):
+        planned = [s for s in range(0, t + 1, k) if t - s < 4]
+        if blend == "latest":
+            planned = planned[-1:]
+        w = np.exp(-m * np.arange(len(planned)))
+        expected = sum(wi * (t - s) for wi, s in zip(w, planned)) / w.sum() * d
+        np.testing.assert_allclose(applied, expected, atol=1e-6, err_msg=f"tick {t}")
+
+
+def test_chunk_blend_is_for_direct_simulation(tmp_path):
+    with pytest.raises(UsageError, match="tether serve --chunk-blend ensemble"):
+        check_command(EvalCommand(tmp_path / "p.onnx", chunk_blend="ensemble"))
+    with pytest.raises(UsageError, match="--chunk-ensemble-m must be >= 0"):
+        check_command(EvalCommand(tmp_path / "p.onnx", sim="pointmass", chunk_blend="ensemble",
+                                  chunk_ensemble_m=-1.0))

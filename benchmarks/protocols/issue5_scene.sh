@@ -8,8 +8,9 @@
 #   issue5_scene.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS] [HORIZON] [ACTION_STEPS]
 #
 # HORIZON > 1 trains both policies on action chunks of that length (--beso.action-horizon) and
-# evaluates them running ACTION_STEPS actions of each chunk (Diffusion Policy's n_action_steps);
-# its folders get an _hHORIZON suffix, so a chunk run and a single-action run share the data.
+# evaluates them running ACTION_STEPS actions of each chunk (Diffusion Policy's n_action_steps),
+# and with ACT's temporal ensembling (a plan every tick, overlapping chunks averaged); its
+# folders get an _hHORIZON suffix, so a chunk run and a single-action run share the data.
 #
 # OGBench's scene-play is 1000 episodes of 1000 steps, with about 1M gradient steps per method;
 # the defaults here are what two CPU cores finish in a session (150 episodes, 40k steps, both
@@ -35,9 +36,9 @@ done
 wait
 
 B=scene_beso$SUF G=scene_gcbc$SUF
-ev() {  # NAME ONNX
-  tether eval "$2" --sim ogbench:scene --episodes 20 --videos-per-task 1 --action-steps "$ACTION_STEPS" \
-    --out "eval_$1" > "eval_$1.log" 2>&1
+ev() {  # NAME ONNX [ACTION_STEPS [EVAL_OPTION...]]
+  tether eval "$2" --sim ogbench:scene --episodes 20 --videos-per-task 1 --action-steps "${3:-$ACTION_STEPS}" \
+    "${@:4}" --out "eval_$1" > "eval_$1.log" 2>&1
 }
 tether export $B/policy.pt --out $B/policy.onnx
 tether export $G/policy.pt --out $G/policy.onnx
@@ -50,4 +51,8 @@ done
 OMP_NUM_THREADS=1 ev beso$SUF $B/policy.onnx & OMP_NUM_THREADS=1 ev gcbc$SUF $G/policy.onnx & wait
 OMP_NUM_THREADS=1 ev beso${SUF}_w1.5 $B/w1.5.onnx & OMP_NUM_THREADS=1 ev beso${SUF}_w0 $B/w0.onnx & wait
 OMP_NUM_THREADS=1 ev beso${SUF}_steps1 $B/steps1.onnx & OMP_NUM_THREADS=1 ev beso${SUF}_steps10 $B/steps10.onnx & wait
+if [ "$HORIZON" -gt 1 ]; then  # ACT's temporal ensembling: plan every tick, average the chunks
+  OMP_NUM_THREADS=1 ev beso${SUF}_ens $B/policy.onnx 1 --chunk-blend ensemble &
+  OMP_NUM_THREADS=1 ev gcbc${SUF}_ens $G/policy.onnx 1 --chunk-blend ensemble & wait
+fi
 python "$(dirname "$0")/issue5_table.py" .

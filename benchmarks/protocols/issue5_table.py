@@ -11,7 +11,8 @@ from pathlib import Path
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 # eval folder eval_<policy>[_h<H>][_<variant>][_k<K>] -> what it is (issue5_scene.sh names them
-# so; _k<K> only tells apart evaluations of one chunk policy with different --action-steps)
+# so; _k<K> only tells apart evaluations of one chunk policy with different --action-steps;
+# _ens: --chunk-blend ensemble)
 ARMS = {
     "beso": "BESO, 3 DDIM steps, w = 1",
     "beso_w1.5": "BESO with CFG, 3 steps, w = 1.5",
@@ -19,6 +20,8 @@ ARMS = {
     "beso_steps1": "BESO, 1 step, w = 1",
     "beso_steps10": "BESO, 10 steps, w = 1",
     "beso_w0": "BESO, 3 steps, w = 0 (goal-free play policy)",
+    "beso_ens": "BESO, 3 DDIM steps, w = 1",
+    "gcbc_ens": "GCBC (same transformer)",
 }
 PUBLISHED = {"GCBC": "5 ± 1", "GCIVL": "42 ± 4", "GCIQL": "51 ± 4", "QRL": "5 ± 1", "CRL": "19 ± 2", "HIQL": "38 ± 3"}
 
@@ -47,6 +50,8 @@ for folder in sorted((d for d in root.glob("eval_*") if NAME.match(d.name)), key
     label = ARMS.get(key, folder.name)
     if horizon > 1:
         label += f"; chunks of {horizon}, {r['config']['action_steps']} run per call"
+    if r["config"].get("chunk_blend") == "ensemble":
+        label += f", temporal ensembling (m = {r['config']['chunk_ensemble_m']})"
     lo, hi = r["success_ci95"]
     tasks = " | ".join(f"{100 * r['tasks'][t]['success_rate']:.0f}%" for t in sorted(r["tasks"]))
     print(f"| {label} | {r['episodes']} | {100 * r['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] | {tasks} |")

@@ -22,6 +22,7 @@ ARMS = {
     "beso_w0": "BESO, 3 steps, w = 0 (goal-free play policy)",
     "beso_ens": "BESO, 3 DDIM steps, w = 1",
     "gcbc_ens": "GCBC (same transformer)",
+    "beso_w1.5_ens": "BESO with CFG, 3 steps, w = 1.5",
 }
 PUBLISHED = {"GCBC": "5 ± 1", "GCIVL": "42 ± 4", "GCIQL": "51 ± 4", "QRL": "5 ± 1", "CRL": "19 ± 2", "HIQL": "38 ± 3"}
 

@@ -87,10 +87,11 @@ class EvalCommand:
     robot server the whole chunk is sent (``RobotClient.send_chunk``), so a late re-plan finds
     the plan still running."""
     chunk_blend: Literal["latest", "ensemble"] = "latest"
-    """With --sim: how overlapping chunks run (as tether serve --chunk-blend on a robot server):
-    latest runs the newest chunk; ensemble averages every chunk covering a tick, weights
-    exp(-m i), i = 0 the oldest (ACT's temporal ensembling; with --action-steps 1 the policy
-    then plans every tick and each action averages up to H predictions)."""
+    """With --sim: how overlapping chunks run. latest runs the newest chunk; ensemble averages
+    every chunk covering a tick, weights exp(-m i), i = 0 the oldest (ACT's temporal ensembling;
+    with --action-steps 1 the policy then plans every tick and each action averages up to H
+    predictions). A robot server blends the chunks it gets (--action-steps >= 2) as it was
+    started: tether serve --chunk-blend."""
     chunk_ensemble_m: float = 0.01
     """m of --chunk-blend ensemble (ACT: 0.01; larger trusts the older predictions more)."""
     videos_per_task: int = 2

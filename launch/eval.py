@@ -94,6 +94,9 @@ class EvalCommand:
     started: tether serve --chunk-blend."""
     chunk_ensemble_m: float = 0.01
     """m of --chunk-blend ensemble (ACT: 0.01; larger trusts the older predictions more)."""
+    deterministic: bool = False
+    """Feed the policy zero noise instead of fresh N(0, I) noise per call: a diffusion sampler
+    (BESO) then starts from zeros, one plan per state; a stochastic SAC policy gives its mean."""
     videos_per_task: int = 2
     """Up to this many MP4s per task, half successes and half failures when there are both (needs
     a camera: on the server, or --camera in --sim)."""
@@ -155,7 +158,7 @@ def load_runner(cmd: EvalCommand, out: Path):
 
         checkpoint = path
         path, _, _ = export(ExportCommand(checkpoint, out / "policy.onnx"))
-    runner = PolicyRunner(path, seed=cmd.seed)
+    runner = PolicyRunner(path, seed=cmd.seed, deterministic=cmd.deterministic)
     if not 1 <= cmd.action_steps <= runner.action_horizon:
         raise UsageError(f"--action-steps {cmd.action_steps}: the policy predicts chunks of "
                          f"{runner.action_horizon} action(s), so 1 to {runner.action_horizon}")

@@ -167,6 +167,7 @@ class SimSetup:
     action_steps: int = 1  # actions of a chunk executed per policy call
     chunk_blend: Literal["latest", "ensemble"] = "latest"  # see tether.robot.chunks
     chunk_ensemble_m: float = 0.01
+    deterministic: bool = False  # zero sampler noise
 
 
 def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str | None,
@@ -213,7 +214,7 @@ def _get(setup: SimSetup, camera: str | None):
     from tether.robot.runner import PolicyRunner
 
     if "runner" not in _worker:
-        _worker["runner"] = PolicyRunner(setup.onnx)
+        _worker["runner"] = PolicyRunner(setup.onnx, deterministic=setup.deterministic)
     runner = _worker["runner"]
     key = ("env", camera)
     if key not in _worker:
@@ -267,7 +268,7 @@ def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
         raise UsageError(f"--camera {cmd.camera}: the {cmd.sim} simulator has no cameras")
     tasks = list(cmd.tasks or runner.tasks)
     setup = SimSetup(cmd.sim, str(onnx_path), tuple(tasks), cmd.max_episode_steps, cmd.image_size,
-                     cmd.action_steps, cmd.chunk_blend, cmd.chunk_ensemble_m)
+                     cmd.action_steps, cmd.chunk_blend, cmd.chunk_ensemble_m, cmd.deterministic)
     # Check the policy against the simulated robot here, before any worker starts.
     _worker["runner"] = runner
     _, env = _get(setup, None)

@@ -30,12 +30,16 @@ class PolicyRunner:
         seed: seed of the noise generator (diffusion policies), for reproducible runs.
         providers: onnxruntime execution providers; default CPU. With ``onnxruntime-gpu``
             installed, ``["CUDAExecutionProvider", "CPUExecutionProvider"]``.
+        deterministic: feed zero noise on every call, as ``act(..., deterministic=True)`` does
+            for one call: a diffusion sampler (BESO) then starts from zeros, one plan per state;
+            a stochastic SAC policy gives its mean action.
 
     Raises:
         PolicyLoadError: no tether metadata in the file.
     """
 
-    def __init__(self, path: Path | str, seed: int = 0, providers: list[str] | None = None):
+    def __init__(self, path: Path | str, seed: int = 0, providers: list[str] | None = None,
+                 deterministic: bool = False):
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one core per control loop: predictable latency
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -60,6 +64,7 @@ class PolicyRunner:
                         if k in self._inputs and k not in ("observation.state", "observation.goal")]
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._rng = np.random.default_rng(seed)
+        self.deterministic = deterministic
         self._history: deque[np.ndarray] = deque(maxlen=self.window)
         # Task goals are a one-hot set at reset; observation goals come with every observation.
         goal = self.meta["goal"]
@@ -118,7 +123,7 @@ class PolicyRunner:
             goal = feature.validate(self._goal_key, observation[self._goal_key])[None]
         feed = {"obs": np.stack(self._history)[None], "goal": goal}
         if self.noise_shape is not None:  # a diffusion sampler's or a stochastic policy's noise
-            feed["noise"] = (np.zeros(self.noise_shape, np.float32) if deterministic
+            feed["noise"] = (np.zeros(self.noise_shape, np.float32) if deterministic or self.deterministic
                              else self._rng.standard_normal(self.noise_shape, dtype=np.float32))
         for key in self._images:
             if key not in observation:

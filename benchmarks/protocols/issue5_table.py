@@ -12,7 +12,7 @@ from pathlib import Path
 root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 # eval folder eval_<policy>[_h<H>][_<variant>][_k<K>] -> what it is (issue5_scene.sh names them
 # so; _k<K> only tells apart evaluations of one chunk policy with different --action-steps;
-# _ens: --chunk-blend ensemble)
+# _ens: --chunk-blend ensemble; _det: --deterministic)
 ARMS = {
     "beso": "BESO, 3 DDIM steps, w = 1",
     "beso_w1.5": "BESO with CFG, 3 steps, w = 1.5",
@@ -23,6 +23,7 @@ ARMS = {
     "beso_ens": "BESO, 3 DDIM steps, w = 1",
     "gcbc_ens": "GCBC (same transformer)",
     "beso_w1.5_ens": "BESO with CFG, 3 steps, w = 1.5",
+    "beso_det": "BESO, 3 DDIM steps, w = 1, zero initial noise (--deterministic)",
 }
 PUBLISHED = {"GCBC": "5 ± 1", "GCIVL": "42 ± 4", "GCIQL": "51 ± 4", "QRL": "5 ± 1", "CRL": "19 ± 2", "HIQL": "38 ± 3"}
 

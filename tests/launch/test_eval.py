@@ -152,6 +152,21 @@ class Lines:
         raise AssertionError(f"{text!r} never printed; got {''.join(self.lines)[-3000:]}")
 
 
+def test_deterministic_feeds_zero_noise_in_every_worker(tmp_path):
+    """--deterministic: the noisy controller's episodes are those of the same controller without
+    noise, also in worker processes (--num-envs 2); without it they differ."""
+    noisy = pointmass_policy(tmp_path / "noisy.onnx")
+    weights = np.zeros((4, 2))
+    weights[0, 0] = weights[1, 1] = -2.0
+    clean = linear_policy(tmp_path / "clean.onnx", pointmass_spec(10.0), weights)
+    common = dict(sim="pointmass", episodes=6, seed=3, max_episode_steps=12)
+    reference = outcomes(evaluate_sim(EvalCommand(clean, out=tmp_path / "clean", **common)))
+    zero = evaluate_sim(EvalCommand(noisy, out=tmp_path / "zero", deterministic=True, num_envs=2, **common))
+    sampled = evaluate_sim(EvalCommand(noisy, out=tmp_path / "sampled", **common))
+    assert sorted(outcomes(zero)) == sorted(reference) and zero["config"]["deterministic"]
+    assert outcomes(sampled) != reference
+
+
 def test_operator_protocol_through_a_pty(serve, tmp_path):
     """Keys on a real pseudo-terminal: start, success, re-do, failure, abort, the e-stop
     (trips the server's, then must be cleared before the next start) and a verdict after the

@@ -2,7 +2,7 @@
 # Issue 5: OGBench scene-play. Play data from OGBench's noisy oracles, BESO and GCBC on the same
 # transformer with hindsight goals, then OGBench's 5 evaluation goals (20 episodes each, a video
 # per goal) for BESO (3 steps, w = 1), BESO with CFG (w = 1.5), GCBC, and BESO's sampler
-# ablations (steps 1/3/10, w 0/1/1.5) exported from the same weights. Tabulate with
+# ablations (steps 1/3/10, w 0/1/1.5, zero initial noise) exported from the same weights. Tabulate with
 # issue5_table.py.
 #
 #   issue5_scene.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS] [HORIZON] [ACTION_STEPS]
@@ -51,8 +51,11 @@ done
 OMP_NUM_THREADS=1 ev beso$SUF $B/policy.onnx & OMP_NUM_THREADS=1 ev gcbc$SUF $G/policy.onnx & wait
 OMP_NUM_THREADS=1 ev beso${SUF}_w1.5 $B/w1.5.onnx & OMP_NUM_THREADS=1 ev beso${SUF}_w0 $B/w0.onnx & wait
 OMP_NUM_THREADS=1 ev beso${SUF}_steps1 $B/steps1.onnx & OMP_NUM_THREADS=1 ev beso${SUF}_steps10 $B/steps10.onnx & wait
+# BESO sampled from zero initial noise (one plan per state)
+OMP_NUM_THREADS=1 ev beso${SUF}_det $B/policy.onnx "" --deterministic &
 if [ "$HORIZON" -gt 1 ]; then  # ACT's temporal ensembling: plan every tick, average the chunks
   OMP_NUM_THREADS=1 ev beso${SUF}_ens $B/policy.onnx 1 --chunk-blend ensemble &
-  OMP_NUM_THREADS=1 ev gcbc${SUF}_ens $G/policy.onnx 1 --chunk-blend ensemble & wait
+  OMP_NUM_THREADS=1 ev gcbc${SUF}_ens $G/policy.onnx 1 --chunk-blend ensemble &
 fi
+wait
 python "$(dirname "$0")/issue5_table.py" .

@@ -144,6 +144,7 @@ def test_direct_sim_blends_overlapping_chunks(tmp_path, blend, k, m):
     r = run_sim_episode(env, runner, runner.tasks[0], 0, None, action_steps=k, chunk_blend=blend,
                         chunk_ensemble_m=m)
     assert r["length"] == 9 and len(r["latencies"]) == math.ceil(9 / k)
+    assert len(env.robot.applied) == 9  # every tick acted (none held), so every tick is checked
     for t, applied in enumerate(env.robot.applied):
         planned = [s for s in range(0, t + 1, k) if t - s < 4]
         if blend == "latest":

@@ -80,6 +80,8 @@ def write_markdown(report: dict, path: Path) -> Path:
         f"Policy step latency (robot side, observation received -> action sent): "
         f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms.",
         "",
+        robot_server_line(report["evaluation"], report["control_period_ms"]["target"]),
+        "",
         "Timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + ".",
         "",
         f"Dataset: `{report['dataset']}`. Policy: `{report['policy']['onnx']}` "
@@ -91,6 +93,14 @@ def write_markdown(report: dict, path: Path) -> Path:
         lines += ["", "Videos:"] + [f"- {task}: `{p}`" for task, p in report["videos"].items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def robot_server_line(evaluation: dict, period_ms: float) -> str:
+    """How the evaluation's robot server ticked, and the ticks it held for want of a command."""
+    mode = (f"lock-stepped (a tick as soon as the policy answers, a hold after {period_ms:.1f} ms "
+            "without an answer)" if evaluation["lockstep"] else f"real time ({period_ms:.1f} ms ticks)")
+    return (f"Robot server: {mode}; ticks held for want of a command: {evaluation['held_ticks']} of "
+            f"{evaluation['ticks']}.")
 
 
 def write_report(out: Path, report: dict, latencies_ms: list[float]) -> dict:

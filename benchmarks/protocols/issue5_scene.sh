@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 5: OGBench scene-play. Play data from OGBench's noisy oracles, BESO and GCBC on the same
 # transformer with hindsight goals, then OGBench's 5 evaluation goals (20 episodes each, a video
-# per goal) for BESO (3 steps, w = 1), BESO with CFG (w = 1.5), GCBC, and BESO's sampler
-# ablations (steps 1/3/10, w 0/1/1.5, zero initial noise) exported from the same weights. Tabulate with
-# issue5_table.py.
+# per goal) for BESO (3 steps, w = 1), BESO with CFG (w = 1.5, 3, 5), GCBC, and BESO's sampler
+# ablations (steps 1/3/10, w 0/1/1.5/3/5, zero initial noise) exported from the same weights.
+# Tabulate with issue5_table.py; issue5_goal_sensitivity.py then measures how far each policy's
+# action moves with the goal.
 #
 #   issue5_scene.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS] [HORIZON] [ACTION_STEPS]
 #
@@ -42,7 +43,8 @@ ev() {  # NAME ONNX [ACTION_STEPS [EVAL_OPTION...]]
 }
 tether export $B/policy.pt --out $B/policy.onnx
 tether export $G/policy.pt --out $G/policy.onnx
-for v in "steps1 --num-steps 1" "steps10 --num-steps 10" "w0 --guidance-weight 0" "w1.5 --guidance-weight 1.5"; do
+for v in "steps1 --num-steps 1" "steps10 --num-steps 10" "w0 --guidance-weight 0" "w1.5 --guidance-weight 1.5" \
+         "w3 --guidance-weight 3" "w5 --guidance-weight 5"; do
   set -- $v
   name=$1; shift
   tether export $B/policy.pt --out "$B/$name.onnx" "$@"
@@ -51,6 +53,7 @@ done
 OMP_NUM_THREADS=1 ev beso$SUF $B/policy.onnx & OMP_NUM_THREADS=1 ev gcbc$SUF $G/policy.onnx & wait
 OMP_NUM_THREADS=1 ev beso${SUF}_w1.5 $B/w1.5.onnx & OMP_NUM_THREADS=1 ev beso${SUF}_w0 $B/w0.onnx & wait
 OMP_NUM_THREADS=1 ev beso${SUF}_steps1 $B/steps1.onnx & OMP_NUM_THREADS=1 ev beso${SUF}_steps10 $B/steps10.onnx & wait
+OMP_NUM_THREADS=1 ev beso${SUF}_w3 $B/w3.onnx & OMP_NUM_THREADS=1 ev beso${SUF}_w5 $B/w5.onnx & wait
 # BESO sampled from zero initial noise (one plan per state)
 OMP_NUM_THREADS=1 ev beso${SUF}_det $B/policy.onnx "" --deterministic &
 if [ "$HORIZON" -gt 1 ]; then  # ACT's temporal ensembling: plan every tick, average the chunks
@@ -59,3 +62,5 @@ if [ "$HORIZON" -gt 1 ]; then  # ACT's temporal ensembling: plan every tick, ave
 fi
 wait
 python "$(dirname "$0")/issue5_table.py" .
+python "$(dirname "$0")/issue5_goal_sensitivity.py" scene_play $G/policy.onnx $B/w0.onnx $B/policy.onnx \
+  $B/w1.5.onnx $B/w3.onnx $B/w5.onnx

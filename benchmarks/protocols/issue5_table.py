@@ -16,6 +16,8 @@ root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 ARMS = {
     "beso": "BESO, 3 DDIM steps, w = 1",
     "beso_w1.5": "BESO with CFG, 3 steps, w = 1.5",
+    "beso_w3": "BESO with CFG, 3 steps, w = 3",
+    "beso_w5": "BESO with CFG, 3 steps, w = 5",
     "gcbc": "GCBC (same transformer)",
     "beso_steps1": "BESO, 1 step, w = 1",
     "beso_steps10": "BESO, 10 steps, w = 1",

@@ -61,6 +61,7 @@ def test_quick_demo_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 9 min alone on 2 cores, above the suite's 600 s per test
 def test_full_demo(tmp_path):
     out = tmp_path / "demo"
     check_report(out, run_demo(out), min_success=0.8)

@@ -56,14 +56,15 @@ class DemoCommand:
     """Episode limit in control ticks (12.5 ms each); the experts finish in under 150."""
     image_size: int = 128
     """Simulated camera resolution (recorded as video; the policy uses the state)."""
+    # Software EGL renders the camera inside the server's tick (7-14 ms of the 12.5 ms period on 2
+    # cores): one --quick policy scored 0.58 in real time (4559 of 9019 ticks held) and 0.83
+    # lock-stepped (none held); CI's slower 2-core machine scored 0.08 in real time.
     lockstep: bool = True
     """Evaluate on a lock-stepped robot server (``tether serve --lockstep``): a tick comes as soon
-    as the policy answers, a hold only after a whole control period (12.5 ms) without an answer.
-    The server renders the camera inside its tick (software EGL: 7-14 ms on 2 cores), so in real
-    time it overruns and holds, and the success rate measures the machine rather than the policy:
-    one --quick policy scored 0.58 in real time (4559 of 9019 ticks held) and 0.83 lock-stepped
-    (none held); in CI, on a slower 2-core machine, a quick run scored 0.08. --no-lockstep
-    evaluates in real time at 80 Hz, as on hardware; held ticks are counted in the report."""
+    as the policy answers, a hold only after a whole control period (12.5 ms) without one.
+    --no-lockstep: in real time at 80 Hz, as on hardware; where the camera is rendered in software
+    the server then overruns ticks and holds the robot, and the success rate measures the machine
+    more than the policy (held ticks are counted in the report)."""
     seed: int = 0
 
 
@@ -76,6 +77,13 @@ def prepare_output(out: Path, overwrite: bool) -> None:
             )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def eval_server_args(cmd: DemoCommand, address: str) -> list[str]:
+    """``tether serve`` arguments of the robot server the demo evaluates on."""
+    return ["serve", "--address", address, "--tasks", *cmd.tasks, "--cameras", "corner",
+            "--image-size", str(cmd.image_size), "--max-episode-steps", str(cmd.max_episode_steps),
+            *(["--lockstep"] if cmd.lockstep else [])]
 
 
 def run_eval_process(args: list[str], log_path: Path, on_progress) -> None:
@@ -183,12 +191,7 @@ def run(cmd: DemoCommand) -> dict:
         progress.start_task(bars["evaluate"])
         t0 = time.perf_counter()
         address = processes.free_tcp_address()
-        server = processes.start(
-            ["serve", "--address", address, "--tasks", *cmd.tasks, "--cameras", "corner",
-             "--image-size", str(cmd.image_size), "--max-episode-steps",
-             str(cmd.max_episode_steps), *(["--lockstep"] if cmd.lockstep else [])],
-            logs / "serve-eval.log",
-        )
+        server = processes.start(eval_server_args(cmd, address), logs / "serve-eval.log")
         try:
             processes.wait_for_server(address, server)
             run_eval_process(

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from tether.launch.demo import DemoCommand, eval_server_args
 from tether.robot.dataset import Dataset
 from tether.robot.runner import PolicyRunner
 from tether.robot.video import read_mp4
@@ -53,6 +54,13 @@ def check_report(out, report, min_success):
     runner = PolicyRunner(report["policy"]["onnx"])
     assert runner.spec.control_rate_hz == 80.0 and runner.meta["num_steps"] == 3
     assert report["policy"]["parameters"] == runner.meta["parameters"]
+
+
+def test_no_lockstep_evaluates_on_a_real_time_server():
+    address = "tcp://127.0.0.1:5555"
+    assert "--lockstep" in eval_server_args(DemoCommand(), address)
+    real_time = eval_server_args(DemoCommand(lockstep=False), address)
+    assert "--lockstep" not in real_time and real_time[:3] == ["serve", "--address", address]
 
 
 def test_quick_demo_end_to_end(tmp_path):

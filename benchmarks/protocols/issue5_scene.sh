@@ -6,12 +6,16 @@
 # Tabulate with issue5_table.py; issue5_goal_sensitivity.py then measures how far each policy's
 # action moves with the goal.
 #
-#   issue5_scene.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS] [HORIZON] [ACTION_STEPS]
+#   [GOAL_DIMS="..."] issue5_scene.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS] [HORIZON] [ACTION_STEPS]
 #
 # HORIZON > 1 trains both policies on action chunks of that length (--beso.action-horizon) and
 # evaluates them running ACTION_STEPS actions of each chunk (Diffusion Policy's n_action_steps),
 # and with ACT's temporal ensembling (a plan every tick, overlapping chunks averaged); its
 # folders get an _hHORIZON suffix, so a chunk run and a single-action run share the data.
+# GOAL_DIMS restricts both policies' goals to those observation.state elements (--goal.dims; the
+# objects' state, as OGBench's success criteria: GOAL_DIMS="19 20 21 28 29 32 33 36 38" is the
+# cube's position, both buttons' on/off state, the drawer's and the window's position); its
+# folders get an _obj suffix.
 #
 # OGBench's scene-play is 1000 episodes of 1000 steps, with about 1M gradient steps per method;
 # the defaults here are what two CPU cores finish in a session (150 episodes, 40k steps, both
@@ -23,14 +27,14 @@ D_MODEL=${3:-128}
 LAYERS=${4:-4}
 HORIZON=${5:-1}
 ACTION_STEPS=${6:-1}
-SUF=$([ "$HORIZON" -gt 1 ] && echo "_h$HORIZON" || true)
+SUF=$([ "$HORIZON" -gt 1 ] && echo "_h$HORIZON" || true)$([ -n "${GOAL_DIMS:-}" ] && echo "_obj" || true)
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
 [ -d scene_play ] || tether collect scene_play --env ogbench:scene --episodes "$EPISODES" --episode-steps 1000
 
 COMMON="--goal.kind hindsight --goal.min-offset-s 0.5 --goal.max-offset-s 50 --beso.window 1 --beso.action-horizon $HORIZON
   --beso.d-model $D_MODEL --beso.n-layers $LAYERS --beso.n-heads 4 --optim.batch-size 128
-  --optim.steps $STEPS --optim.checkpoint-every 2500"
+  --optim.steps $STEPS --optim.checkpoint-every 2500 ${GOAL_DIMS:+--goal.dims $GOAL_DIMS}"
 for algo in beso gcbc; do
   OMP_NUM_THREADS=1 tether train scene_play --out "scene_$algo$SUF" --algo "$algo" $COMMON > "train_$algo$SUF.log" 2>&1 &
 done

@@ -12,7 +12,8 @@ from pathlib import Path
 root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 # eval folder eval_<policy>[_h<H>][_<variant>][_k<K>] -> what it is (issue5_scene.sh names them
 # so; _k<K> only tells apart evaluations of one chunk policy with different --action-steps;
-# _ens: --chunk-blend ensemble; _det: --deterministic)
+# _ens: --chunk-blend ensemble; _det: --deterministic; a variant starting obj: goals restricted
+# to the objects' state, GOAL_DIMS)
 ARMS = {
     "beso": "BESO, 3 DDIM steps, w = 1",
     "beso_w1.5": "BESO with CFG, 3 steps, w = 1.5",
@@ -34,24 +35,29 @@ print("|---|---|---|---|---|---|---|---|")
 NAME = re.compile(r"eval_(beso|gcbc)(?:_h(\d+))?(?:_(?!k\d+$)(.+?))?(?:_k\d+)?$")
 
 
-def arm(folder: Path) -> tuple[int, str]:
-    """(action horizon, key of ARMS) of an eval folder."""
+def arm(folder: Path) -> tuple[int, bool, str]:
+    """(action horizon, whether goals are the objects' state only, key of ARMS) of an eval folder."""
     algo, horizon, variant = NAME.match(folder.name).groups()
-    return int(horizon or 1), algo if variant is None else f"{algo}_{variant}"
+    objects = variant is not None and (variant == "obj" or variant.startswith("obj_"))
+    if objects:
+        variant = variant[4:] or None
+    return int(horizon or 1), objects, algo if variant is None else f"{algo}_{variant}"
 
 
 def order(folder: Path) -> tuple:
-    horizon, key = arm(folder)
-    return (horizon, list(ARMS).index(key) if key in ARMS else len(ARMS), folder.name)
+    horizon, objects, key = arm(folder)
+    return (horizon, objects, list(ARMS).index(key) if key in ARMS else len(ARMS), folder.name)
 
 
 for folder in sorted((d for d in root.glob("eval_*") if NAME.match(d.name)), key=order):
     f = folder / "eval.json"
     if not f.exists():
         continue
-    horizon, key = arm(folder)
+    horizon, objects, key = arm(folder)
     r = json.loads(f.read_text())
     label = ARMS.get(key, folder.name)
+    if objects:
+        label += "; goals: the objects' state only"
     if horizon > 1:
         label += f"; chunks of {horizon}, {r['config']['action_steps']} run per call"
     if r["config"].get("chunk_blend") == "ensemble":

@@ -2,7 +2,7 @@
 
 For N frames of a play dataset, each exported policy (``policy.onnx`` of BESO or GCBC, single
 actions or chunks) is asked for its action twice: with a hindsight goal (a frame 0.5 to 50 s
-ahead in the same episode, the goals it was trained on) and with a goal from a random frame of the
+ahead in the same episode by default, the goals the issue 5 protocol trains on) and with a goal from a random frame of the
 dataset. With the action dimensions scaled by the dataset's action std, it prints:
 
 - nMSE: mean squared error of the hindsight-goal action against the recorded action;
@@ -24,19 +24,7 @@ import argparse
 import numpy as np
 import onnxruntime as ort
 
-from tether.policies.sampling import GoalSampler
-from tether.robot.dataset import Dataset
-
-
-def load_frames(root: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(state [T, D], action [T, A], episode start row [T], episode end row [T]) of a dataset."""
-    f = Dataset(root).frames(["observation.state", "action", "episode_index"])
-    ep = f["episode_index"]
-    first = np.r_[0, np.flatnonzero(np.diff(ep)) + 1]  # rows are stored episode after episode
-    bounds = np.r_[first, len(ep)]
-    which = np.searchsorted(first, np.arange(len(ep)), side="right") - 1
-    return (f["observation.state"].astype(np.float32), f["action"].astype(np.float32),
-            bounds[which], bounds[which + 1])
+from tether.policies.sampling import GoalSampler, TrainingDataset
 
 
 def main() -> None:
@@ -44,14 +32,18 @@ def main() -> None:
     ap.add_argument("dataset")
     ap.add_argument("policies", nargs="+")
     ap.add_argument("--frames", type=int, default=2000)
-    ap.add_argument("--fps", type=float, default=20.0)
+    ap.add_argument("--min-offset-s", type=float, default=0.5, help="nearest hindsight goal (s ahead)")
+    ap.add_argument("--max-offset-s", type=float, default=50.0, help="farthest hindsight goal (s ahead)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    state, action, start, end = load_frames(args.dataset)
+    data = TrainingDataset(args.dataset, keys=["observation.state", "action"])
+    state = data.columns["observation.state"].astype(np.float32)
+    action = data.columns["action"].astype(np.float32)
+    fps = data.dataset.fps
     rng = np.random.default_rng(args.seed)
     rows = rng.integers(0, len(state), args.frames)
-    goals = GoalSampler(min_offset=round(0.5 * args.fps), max_offset=round(50 * args.fps)).sample(
-        rows, start[rows], end[rows], len(state), rng)
+    sampler = GoalSampler(min_offset=round(args.min_offset_s * fps), max_offset=round(args.max_offset_s * fps))
+    goals = sampler.sample(rows, data.episode_start[rows], data.episode_end[rows], len(state), rng)
     random_goals = rng.integers(0, len(state), args.frames)
     std = action.std(0)
     options = ort.SessionOptions()

@@ -205,7 +205,7 @@ def icvf_batches(frames: FrameEpisodes, batch_size: int, goals, seed: int = 0) -
         frames: the training episodes.
         batch_size: B.
         goals: a :class:`~tether.policies.sampling.GoalSampler` drawing both goals and intents.
-        seed: base seed (each ``torchrun`` rank adds its own offset).
+        seed: the seed of ``batch_rng`` (each ``torchrun`` rank draws its own batches).
 
     Returns:
         step -> ``obs``, ``next_obs``, ``goal``, ``intent`` uint8 [B, H, W, 3] torch tensors
@@ -214,13 +214,13 @@ def icvf_batches(frames: FrameEpisodes, batch_size: int, goals, seed: int = 0) -
     """
     import torch
 
-    from tether.policies.train import distributed_rank
+    from tether.policies.train import batch_rng
 
     rows_all = np.arange(len(frames))
     transitions = rows_all[rows_all + 1 < frames.ends]  # every frame but each episode's last
-    rng = np.random.default_rng(seed + 1_000_003 * distributed_rank()[0])
 
     def sample_batch(step: int) -> dict:
+        rng = batch_rng(seed, step)
         rows = transitions[rng.integers(0, len(transitions), batch_size)]
         start, end = frames.starts[rows], frames.ends[rows]
         goal = goals.sample(rows, start, end, len(frames), rng)

@@ -127,13 +127,12 @@ class Transitions:
             from tether.policies.sampling import TrainingDataset
 
             frames = TrainingDataset(ds, keys=[self.camera], cache=cache)
-        from tether.policies.train import distributed_rank
+        from tether.policies.train import batch_rng
 
-        gen = torch.Generator().manual_seed(seed + 1_000_003 * distributed_rank()[0])
         extra = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in (columns or {}).items()}
 
         def sample_batch(step: int) -> dict[str, torch.Tensor]:
-            rows = starts[torch.randint(len(starts), (batch_size,), generator=gen)]
+            rows = starts[torch.from_numpy(batch_rng(seed, step).integers(0, len(starts), batch_size))]
             nxt = next_row[rows]
             batch = {"obs": obs[rows, None], "next_obs": obs[nxt, None], "actions": actions[rows],
                      "reward": reward[rows], "done": done[rows], "goal": goals[rows],

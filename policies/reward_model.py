@@ -318,7 +318,7 @@ def fit_reward_model(
     Raises:
         LabelFileError, DatasetError, FileNotFoundError: see :meth:`PreferencePairs.load`.
     """
-    from tether.policies.train import train
+    from tether.policies.train import batch_rng, train
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     camera = check_camera(ds, cfg.camera) if cfg.input == "image" else None
@@ -336,11 +336,11 @@ def fit_reward_model(
     first, second = torch.from_numpy(pairs.first), torch.from_numpy(pairs.second)
     target = torch.from_numpy(_target(pairs.label))
     train_rows = torch.from_numpy(train_idx)
-    gen = torch.Generator().manual_seed(cfg.seed)
 
     def sample_batch(step: int) -> dict[str, torch.Tensor]:
         # each member its own minibatch: the ensemble's members disagree where data is thin
-        pick = train_rows[torch.randint(len(train_rows), (cfg.ensemble, cfg.batch_size), generator=gen)]
+        draw = batch_rng(cfg.seed, step).integers(0, len(train_rows), (cfg.ensemble, cfg.batch_size))
+        pick = train_rows[torch.from_numpy(draw)]
         return {"first": inputs[first[pick]], "second": inputs[second[pick]], "target": target[pick]}
 
     optim = TrainConfig(

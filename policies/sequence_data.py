@@ -105,13 +105,12 @@ class SequenceData:
         return out
 
     def batches(self, batch_size: int, seed: int = 0):
-        """A ``sample_batch(step)`` function for ``tether.policies.train.train`` (each data-parallel
-        process draws its own batches)."""
-        from tether.policies.train import distributed_rank
-
-        rng = np.random.default_rng([seed, distributed_rank()[0]])
+        """A ``sample_batch(step)`` function for ``tether.policies.train.train``: frames and goals
+        from ``batch_rng(seed, step)`` (each data-parallel process draws its own batches)."""
+        from tether.policies.train import batch_rng
 
         def sample_batch(step: int) -> dict[str, torch.Tensor]:
+            rng = batch_rng(seed, step)
             return self.batch(rng.integers(0, len(self.data), batch_size), rng)
 
         return sample_batch

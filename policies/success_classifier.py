@@ -158,7 +158,7 @@ def fit_success_classifier(
         DatasetError: unreadable dataset or unknown camera.
     """
     from tether.policies.reward_model import check_camera
-    from tether.policies.train import train
+    from tether.policies.train import batch_rng, train
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     camera = check_camera(ds, cfg.camera)
@@ -175,10 +175,10 @@ def fit_success_classifier(
     for kind, name in ((POSITIVE, "success"), (NEGATIVE, "failure")):
         if not rows[kind]:
             raise ClassifierDataError(f"{ds.root}: the {len(train_eps)} training episodes hold no {name} frame")
-    rng = np.random.default_rng(cfg.seed)
     half = max(1, cfg.batch_size // 2)
 
     def sample_batch(step: int) -> dict[str, torch.Tensor]:
+        rng = batch_rng(cfg.seed, step)
         picks = [rows[kind][j] for kind in (POSITIVE, NEGATIVE) for j in rng.integers(len(rows[kind]), size=half)]
         images = random_shift(np.stack([frames[e][t] for e, t in picks]), cfg.shift_pixels, rng)
         target = torch.cat([torch.ones(half), torch.zeros(half)])

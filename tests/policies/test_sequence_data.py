@@ -80,6 +80,18 @@ def test_hindsight_offsets_are_uniform_or_geometric(play):
         offsets(1.5)
 
 
+def test_a_steps_batch_depends_on_the_step_alone(play):
+    """A resumed run must draw the batches an uninterrupted one drew (runs span sessions)."""
+    goal = GoalConfig(kind="hindsight", min_offset_s=0.1, max_offset_s=0.5)
+    data = SequenceData.from_dataset(play, window=1, horizon=2, goal=goal)
+    first, again = data.batches(16, seed=3), data.batches(16, seed=3)
+    first(0), first(1)  # a fresh sampler asked for step 2 straight away must not care
+    for key, value in first(2).items():
+        assert torch.equal(value, again(2)[key]), key
+    assert not torch.equal(first(2)["goal"], first(3)["goal"])
+    assert not torch.equal(first(2)["goal"], data.batches(16, seed=4)(2)["goal"])
+
+
 def test_gcbc_on_play_data_trains_exports_and_runs_on_goal_observations(play, tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "run"

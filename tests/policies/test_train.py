@@ -1,10 +1,11 @@
 """The shared training loop: EMA, checkpoints, resume, learning curve."""
 
+import pytest
 import torch
 from torch import nn
 
 from tether.policies.configs import TrainConfig
-from tether.policies.train import train
+from tether.policies.train import batch_rng, train
 
 
 class Regression(nn.Module):
@@ -46,12 +47,49 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert result.steps[0] == 0 and result.steps[-1] == 149  # history kept across the resume
 
 
+class NoisyRegression(Regression):
+    """Draws from torch's global RNG in its loss, as BESO's noise levels and dropout do."""
+
+    def loss(self, x, y):
+        return ((self.linear(x + 0.1 * torch.randn_like(x)) - y) ** 2).mean()
+
+
+def keyed_batches():
+    w = torch.tensor([[1.0], [-2.0], [0.5]])
+
+    def sample(step):
+        x = torch.from_numpy(batch_rng(0, step).standard_normal((64, 3)).astype("float32"))
+        return {"x": x, "y": x @ w}
+
+    return sample
+
+
+def test_a_resumed_run_matches_one_never_stopped(tmp_path):
+    cfg = TrainConfig(steps=60, lr=1e-2, warmup_steps=5, checkpoint_every=20)
+    torch.manual_seed(7)
+    whole = train(NoisyRegression(), keyed_batches(), cfg, tmp_path / "whole")
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_45(step, loss):  # the last checkpoint holds step 40
+        if step == 45:
+            raise Killed
+
+    torch.manual_seed(7)
+    with pytest.raises(Killed):
+        train(NoisyRegression(), keyed_batches(), cfg, tmp_path / "cut", on_step=kill_at_45)
+    torch.manual_seed(123)  # whatever the process did in between
+    resumed = train(NoisyRegression(), keyed_batches(), cfg, tmp_path / "cut", resume=True)
+    assert resumed.steps == whole.steps and resumed.losses == whole.losses
+    for name, value in whole.ema.state_dict().items():
+        assert torch.equal(value, resumed.ema.state_dict()[name]), name
+
+
 def test_non_finite_loss_stops_training(tmp_path):
     class Broken(Regression):
         def loss(self, x, y):
             return super().loss(x, y) * float("nan")
-
-    import pytest
 
     with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
         train(Broken(), batches(), TrainConfig(steps=5), tmp_path)

@@ -19,7 +19,9 @@
 #
 # OGBench's scene-play is 1000 episodes of 1000 steps, with about 1M gradient steps per method;
 # the defaults here are what two CPU cores finish in a session (150 episodes, 40k steps, both
-# models trained at once, one core each).
+# models trained at once, one core each). Longer runs span sessions: run the script again and it
+# goes on where it stopped (the data is kept, the trainings resume exactly from their last
+# checkpoint, every 2500 steps; evaluations start once both models are trained).
 set -euo pipefail
 EPISODES=${1:-150}
 STEPS=${2:-40000}
@@ -30,11 +32,18 @@ ACTION_STEPS=${6:-1}
 SUF=$([ "$HORIZON" -gt 1 ] && echo "_h$HORIZON" || true)$([ -n "${GOAL_DIMS:-}" ] && echo "_obj" || true)
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
-[ -d scene_play ] || tether collect scene_play --env ogbench:scene --episodes "$EPISODES" --episode-steps 1000
+if [ ! -d scene_play ]; then  # two collectors at once (the second from seed HALF), then merged
+  HALF=$(( (EPISODES + 1) / 2 ))
+  tether collect play_part0 --env ogbench:scene --episodes "$HALF" --episode-steps 1000 --cameras --overwrite &
+  tether collect play_part1 --env ogbench:scene --episodes $(( EPISODES - HALF )) --episode-steps 1000 \
+    --cameras --seed "$HALF" --overwrite &
+  wait
+  tether dataset merge play_part0 play_part1 --out scene_play
+fi
 
 COMMON="--goal.kind hindsight --goal.min-offset-s 0.5 --goal.max-offset-s 50 --beso.window 1 --beso.action-horizon $HORIZON
   --beso.d-model $D_MODEL --beso.n-layers $LAYERS --beso.n-heads 4 --optim.batch-size 128
-  --optim.steps $STEPS --optim.checkpoint-every 2500 ${GOAL_DIMS:+--goal.dims $GOAL_DIMS}"
+  --optim.steps $STEPS --optim.checkpoint-every 2500 --resume ${GOAL_DIMS:+--goal.dims $GOAL_DIMS}"
 for algo in beso gcbc; do
   OMP_NUM_THREADS=1 tether train scene_play --out "scene_$algo$SUF" --algo "$algo" $COMMON > "train_$algo$SUF.log" 2>&1 &
 done

@@ -72,11 +72,13 @@ def oracle_labels(root, pairs=200, seed=1):
 def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, pointmass_server):
     root = reach_dataset(tmp_path / "ds")
     oracle_labels(root)
+    # 1000 steps: at 150 the model was short of converged (validation accuracy 0.65 to 0.9 over
+    # training seeds 0-5); at 1000, 0.9 to 0.975, Spearman rho 0.946 to 0.968
     main(["reward-model", str(root), "--labels", "oracle", "--relabel", "--out", str(tmp_path / "rm"),
-          "--steps", "150", "--hidden", "32", "32", "--json"])
+          "--steps", "1000", "--hidden", "32", "32", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["column"] == "reward.oracle" and report["val_pairs"] == 40
-    assert report["val_accuracy"] > 0.8 and report["spearman"]["rho"] > 0.8
+    assert report["val_accuracy"] > 0.85 and report["spearman"]["rho"] > 0.9
     assert (tmp_path / "rm" / "report.png").exists()
     assert "reward.oracle" in Dataset(root).features
 

@@ -49,7 +49,7 @@ class PretrainValueCommand:
     icvf: IcvfConfig = field(default_factory=IcvfConfig)
     optim: TrainConfig = field(default_factory=TrainConfig)
     resume: bool = False
-    """Continue from out/checkpoints/last.pt."""
+    """Continue from out/checkpoints/last.pt, drawing the batches a run never stopped would have drawn."""
     report_dataset: Path | None = None
     """Another dataset (e.g. episodes of the task the encoder is for), never trained on, whose
     --camera frames are scored in the value report too (``target``, ``value_curves_target.png``)."""

@@ -54,7 +54,8 @@ class TrainCommand:
     """Cal-QL settings (CQL weight, sampled actions, the SAC underneath)."""
     optim: TrainConfig = field(default_factory=TrainConfig)
     resume: bool = False
-    """Continue from out/checkpoints/last.pt."""
+    """Continue from out/checkpoints/last.pt (saved every --optim.checkpoint-every steps), drawing
+    the batches and noise a run never stopped would have drawn."""
     cache_dir: Path | None = None
     """Decoded-video cache folder for image inputs (default: $TETHER_CACHE_DIR or ~/.cache/tether/videos)."""
 

@@ -34,7 +34,9 @@ class TrainCommand:
     dataset: tyro.conf.Positional[Path]
     """A tether / LeRobotDataset v3.0 folder with observation.state and action."""
     out: Path = Path("runs/train")
-    """Output folder: config.json, checkpoints/, policy.pt, learning_curve.png."""
+    """Output folder: config.json, checkpoints/ (last.pt to --resume from; BESO/GCBC also write
+    policy.pt there, the EMA policy as of that checkpoint, to export while training goes on),
+    policy.pt, learning_curve.png."""
     algo: Literal["beso", "gcbc", "iql", "bc", "calql"] = "beso"
     """beso: goal-conditioned diffusion (Reuss et al. 2023); gcbc: goal-conditioned behaviour
     cloning on BESO's network; iql: implicit Q-learning (Kostrikov et al. 2022); bc: behaviour
@@ -83,6 +85,10 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
     model = KINDS[cmd.algo](cmd.beso, data.obs_dim, data.action_dim, data.goal_dim)
     cmd.out.mkdir(parents=True, exist_ok=True)
     (cmd.out / "config.json").write_text(json.dumps(asdict(cmd), indent=2, default=str))
+
+    def save(path, ema) -> None:
+        save_policy(path, ema, data.normalizer, data.tasks, spec, data.goal_dims)
+
     result = train(
         model,
         data.batches(cmd.optim.batch_size, cmd.optim.seed),
@@ -90,10 +96,12 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
         cmd.out,
         on_step=on_step,
         resume=cmd.resume,
+        # a long run can be exported and evaluated while it trains: tether export checkpoints/policy.pt
+        on_checkpoint=lambda step, ema: save(cmd.out / "checkpoints" / "policy.pt", ema),
     )
     path = cmd.out / "policy.pt"
     if distributed_rank()[0] == 0:  # under torchrun, one process writes
-        save_policy(path, result.ema, data.normalizer, data.tasks, spec, data.goal_dims)
+        save(path, result.ema)
     return path, result, len(data.data)
 
 

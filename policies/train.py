@@ -100,6 +100,7 @@ def train(
     out_dir: Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
     resume: bool = False,
+    on_checkpoint: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` steps.
 
@@ -110,6 +111,8 @@ def train(
             and torch's RNG state, so ``resume=True`` continues where a run stopped, as if it had
             not), and ``out_dir/learning_curve.png``.
         on_step: called with (step, loss) after each step, e.g. to advance a progress bar.
+        on_checkpoint: called with (steps done, the EMA model) after each checkpoint is written,
+            e.g. to save a policy that can be exported while training goes on.
 
     Data-parallel under ``torchrun --nproc-per-node N``: every process draws its own batches
     (``sample_batch`` functions seed by ``distributed_rank()``), gradients are averaged by
@@ -143,7 +146,7 @@ def train(
 
         compute_loss = DistributedDataParallel(compute_loss)  # broadcasts rank 0's weights
     if rank != 0:
-        ckpt, out_dir, on_step = None, None, None
+        ckpt, out_dir, on_step, on_checkpoint = None, None, None, None
     after_step = getattr(model, "after_step", None)  # e.g. IQL's target critics (Polyak)
     for step in range(start, cfg.steps):
         loss = compute_loss(**sample_batch(step))
@@ -181,6 +184,8 @@ def train(
                 tmp,
             )
             tmp.replace(ckpt)  # atomic: a crash never leaves a half-written checkpoint
+            if on_checkpoint is not None:
+                on_checkpoint(step + 1, ema.module)
     result.seconds = time.perf_counter() - t0
     result.ema.eval()
     if out_dir is not None:

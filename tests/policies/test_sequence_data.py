@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tether.launch.cli import main as cli
+from tether.policies.checkpoint import load_policy
 from tether.policies.configs import GoalConfig
 from tether.policies.sequence_data import SequenceData
 from tether.robot.dataset import DatasetWriter
@@ -99,7 +100,11 @@ def test_gcbc_on_play_data_trains_exports_and_runs_on_goal_observations(play, tm
          "--goal.min-offset-s", "0.1", "--goal.max-offset-s", "0.3", "--beso.window", "2",
          "--beso.action-horizon", "3", "--beso.d-model", "32", "--beso.n-layers", "1",
          "--beso.n-heads", "2", "--optim.steps", "30", "--optim.batch-size", "16",
-         "--optim.warmup-steps", "5"])
+         "--optim.warmup-steps", "5", "--optim.checkpoint-every", "20"])
+    # the EMA policy of the last checkpoint (step 30) is the final one
+    mid, final = load_policy(out / "checkpoints" / "policy.pt"), load_policy(out / "policy.pt")
+    for name, value in final.model.state_dict().items():
+        assert torch.equal(value, mid.model.state_dict()[name]), name
     cli(["export", str(out / "policy.pt")])
     path = out / "policy.onnx"
     meta = json.loads({p.key: p.value for p in onnx.load(path).metadata_props}["tether.policy"])

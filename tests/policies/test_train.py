@@ -30,7 +30,12 @@ def batches():
 
 def test_trains_writes_curve_and_checkpoint(tmp_path):
     cfg = TrainConfig(steps=300, lr=3e-2, warmup_steps=10, checkpoint_every=100, ema_decay=0.9)
-    result = train(Regression(), batches(), cfg, tmp_path)
+    snapshots = []
+    result = train(Regression(), batches(), cfg, tmp_path,
+                   on_checkpoint=lambda step, ema: snapshots.append((step, ema.linear.weight.clone())))
+    assert [step for step, _ in snapshots] == [100, 200, 300]
+    assert torch.equal(snapshots[-1][1], result.ema.linear.weight)  # the EMA model it returns
+    assert not torch.equal(snapshots[0][1], snapshots[1][1])
     assert result.losses[-1] < 0.01 * result.losses[0]
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     assert (tmp_path / "checkpoints/last.pt").exists()

@@ -12,20 +12,26 @@ from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
 from tether.robot.spec import RobotSpec, SpecMismatchError
 
 
-def drive_to_origin(client: RobotClient, seed: int = 0, max_steps: int = 400) -> dict:
+def drive_to_origin(client: RobotClient, seed: int = 0, max_steps: int = 400,
+                    periods: list[float] | None = None) -> dict:
+    """Run a P controller to the origin; appends each state's tick period (s) to ``periods``."""
     state = client.reset("reach-origin", seed)
     while not state["done"] and state["step"] < max_steps:
         pos = state["observation"]["observation.state"][:2]
         client.send_action(np.clip(-4 * pos, -1, 1), state["seq"])
         state = client.latest_state()
+        if periods is not None:
+            periods.append(state["timing"]["period_s"])
     return state
 
 
 def test_controller_reaches_the_goal_and_state_carries_timing(pointmass_server):
+    periods = []
     with RobotClient(pointmass_server.address, spec=pointmass_spec(200.0)) as client:
-        state = drive_to_origin(client)
+        state = drive_to_origin(client, periods=periods)
     assert state["success"] and state["done"]
-    assert abs(state["timing"]["period_s"] - 0.005) < 0.004
+    # the median, not one tick's: a loaded 2-core machine delays a single tick by several ms
+    assert len(periods) > 10 and abs(np.median(periods) - 0.005) < 0.001
     assert state["timing"]["command_age_s"] is not None
     assert pointmass_server.stats.commands_applied > 10
     assert pointmass_server.stats.rejected == {}

@@ -115,10 +115,10 @@ def train(
             e.g. to save a policy that can be exported while training goes on.
 
     Data-parallel under ``torchrun --nproc-per-node N``: every process draws its own batches
-    (``sample_batch`` functions seed by ``distributed_rank()``), gradients are averaged by
+    (``batch_rng`` keys them by rank), gradients are averaged by
     ``DistributedDataParallel`` (PyTorch docs, "Getting Started with Distributed Data Parallel"),
     so the effective batch is N x ``cfg.batch_size``; only rank 0 writes checkpoints and plots and
-    calls ``on_step``.
+    calls ``on_step`` and ``on_checkpoint``.
     """
     rank, world = distributed_rank()
     torch.manual_seed(cfg.seed)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from tether.policies.configs import IcvfConfig
+from tether.policies.iql import check_expectile_td
 from tether.policies.networks import ImageEncoder, mlp
 
 
@@ -93,10 +94,7 @@ class Icvf(nn.Module):
 
     def __init__(self, cfg: IcvfConfig):
         super().__init__()
-        if not 0 < cfg.expectile < 1:
-            raise ValueError(f"expectile must be in (0, 1), got {cfg.expectile}")
-        if not 0 < cfg.tau <= 1 or not 0 <= cfg.discount < 1:
-            raise ValueError(f"need 0 < tau <= 1 and 0 <= discount < 1, got {cfg.tau}, {cfg.discount}")
+        check_expectile_td(cfg.expectile, cfg.tau, cfg.discount)
         self.cfg = cfg
         self.encoder = ImageEncoder(cfg.channels, cfg.feature_dim)
         self.heads = nn.ModuleList(MultilinearHead(cfg.feature_dim, cfg.hidden, cfg.latent_dim) for _ in range(2))

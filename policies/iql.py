@@ -43,6 +43,19 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     return (weight * diff**2).mean()
 
 
+def check_expectile_td(expectile: float, tau: float, discount: float) -> None:
+    """Check the settings an expectile TD learner (IQL, ICVF) shares.
+
+    Raises:
+        ValueError: expectile outside (0, 1), tau (the target networks' Polyak rate) outside
+            (0, 1], or discount outside [0, 1).
+    """
+    if not 0 < expectile < 1:
+        raise ValueError(f"expectile must be in (0, 1), got {expectile}")
+    if not 0 < tau <= 1 or not 0 <= discount < 1:
+        raise ValueError(f"need 0 < tau <= 1 and 0 <= discount < 1, got {tau}, {discount}")
+
+
 class Features(nn.Module):
     """State (+ goal) (+ camera frame) -> one feature vector.
 
@@ -134,10 +147,7 @@ class Iql(nn.Module):
     def __init__(self, cfg: IqlConfig, obs_dim: int, action_dim: int, goal_dim: int,
                  camera: str | None = None, image_shape: tuple[int, ...] | None = None):
         super().__init__()
-        if not 0 < cfg.expectile < 1:
-            raise ValueError(f"expectile must be in (0, 1), got {cfg.expectile}")
-        if not 0 < cfg.tau <= 1 or not 0 <= cfg.discount < 1:
-            raise ValueError(f"need 0 < tau <= 1 and 0 <= discount < 1, got {cfg.tau}, {cfg.discount}")
+        check_expectile_td(cfg.expectile, cfg.tau, cfg.discount)
         self.cfg = cfg
         image = cfg.encoder == "image"
         if image and camera is None:

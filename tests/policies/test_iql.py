@@ -11,9 +11,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tether.policies.configs import IqlConfig, TrainConfig
+from tether.policies.configs import IcvfConfig, IqlConfig, TrainConfig
 from tether.policies.data import Normalizer
 from tether.policies.export import export_policy, parity
+from tether.policies.icvf import Icvf
 from tether.policies.iql import Iql, expectile_loss
 from tether.policies.offline import RewardColumnError, Transitions, load_offline_policy, train_offline
 from tether.robot.dataset import Dataset, DatasetWriter
@@ -63,6 +64,17 @@ def test_expectile_loss_on_hand_made_values():
         opt.step()
     # expectile e solves 0.7 * (10 - e) = 0.3 * 3 * e  ->  e = 7 / 1.6
     assert v.item() == pytest.approx(7 / 1.6, abs=1e-3)
+
+
+@pytest.mark.parametrize("setting, match", [
+    ({"expectile": 1.0}, "expectile must be in"), ({"expectile": 0.0}, "expectile must be in"),
+    ({"tau": 0.0}, "0 < tau <= 1"), ({"discount": 1.0}, "0 <= discount < 1"),
+])
+def test_out_of_range_td_settings_are_refused_by_iql_and_icvf(setting, match):
+    with pytest.raises(ValueError, match=match):
+        Iql(IqlConfig(hidden=(8,), **setting), 3, 2, 1)
+    with pytest.raises(ValueError, match=match):
+        Icvf(IcvfConfig(**setting))
 
 
 def test_target_critics_follow_by_polyak_averaging():

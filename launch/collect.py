@@ -334,11 +334,11 @@ def collect_ogbench(
 
 
 def main(cfg: CollectConfig) -> None:
-    from rich.progress import Progress
+    from tether.launch.progress import progress_bar
 
     logging.basicConfig(level=logging.WARNING)
     total = cfg.episodes * (len(cfg.tasks) if cfg.env == "metaworld" else 1)
-    with Progress() as progress:
+    with progress_bar() as progress:
         bar = progress.add_task("collect", total=total)
         result = collect(cfg, cfg.dataset.parent / "logs", lambda *_: progress.advance(bar))
     print(

@@ -410,7 +410,7 @@ def replay(
 
 
 def _replay(cmd: Replay) -> None:
-    from rich.progress import Progress
+    from tether.launch.progress import progress_bar
 
     keys = None
     if cmd.client_key is not None:
@@ -419,7 +419,7 @@ def _replay(cmd: Replay) -> None:
         if cmd.server_public_key is None:
             raise UsageError("--client-key needs --server-public-key")
         keys = ClientKeys(cmd.client_key, cmd.server_public_key)
-    with Progress(disable=cmd.json) as progress:
+    with progress_bar(disable=cmd.json) as progress:
         bar = progress.add_task(f"replay episode {cmd.episode}", total=None)
         result = replay(cmd.dataset, cmd.robot, cmd.episode, cmd.task, cmd.seed, keys,
                         lambda done, total: progress.update(bar, completed=done, total=total))

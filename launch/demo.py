@@ -115,9 +115,10 @@ def run(cmd: DemoCommand) -> dict:
         tether.sim.metaworld.UnknownTaskError, OutputExistsError,
         tether.sim.gl.RenderBackendError: each with a one-line message saying what to do.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from tether.launch.export import ExportCommand, export
+    from tether.launch.progress import progress_bar
     from tether.launch.train import TrainCommand, train_beso
     from tether.sim.metaworld import check_tasks
     from tether.sim.gl import check_render_backend_isolated
@@ -136,7 +137,7 @@ def run(cmd: DemoCommand) -> dict:
         TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
     )
-    with Progress(*columns) as progress:
+    with progress_bar(*columns) as progress:
         bars = {
             name: progress.add_task(name, total=total, info="", start=False)
             for name, total in (

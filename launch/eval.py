@@ -513,9 +513,9 @@ def _with_progress(cmd: EvalCommand, fn) -> dict:
             print(f"progress {done[0]} {total}", flush=True)
 
         return fn(cmd, report)
-    from rich.progress import Progress
+    from tether.launch.progress import progress_bar
 
-    with Progress() as progress:
+    with progress_bar() as progress:
         bar = progress.add_task("eval", total=None)
         return fn(cmd, lambda task, ok, total: progress.update(bar, advance=1, total=total))
 

@@ -74,6 +74,10 @@ if [ "$HORIZON" -gt 1 ]; then  # ACT's temporal ensembling: plan every tick, ave
   OMP_NUM_THREADS=1 ev gcbc${SUF}_ens $G/policy.onnx 1 --chunk-blend ensemble &
 fi
 wait
+# every BESO arm against GCBC: bar plot with 95% CIs and Fisher exact tests in compare$SUF/
+ARMS="eval_beso$SUF"
+for v in w1.5 w3 w5 w0 steps1 steps10 det; do ARMS="$ARMS eval_beso${SUF}_$v"; done
+tether eval compare eval_gcbc$SUF $ARMS --out compare$SUF > compare$SUF.log 2>&1
 python "$(dirname "$0")/issue5_table.py" .
 python "$(dirname "$0")/issue5_goal_sensitivity.py" scene_play $G/policy.onnx $B/w0.onnx $B/policy.onnx \
   $B/w1.5.onnx $B/w3.onnx $B/w5.onnx

@@ -204,6 +204,7 @@ def label_dataset(cmd: LabelCommand) -> dict:
     """
     import pyarrow as pa
 
+    from tether.launch.progress import progress_bar
     from tether.perception.labellers import (
         LabelReport, LabelStore, PreferenceQuery, Prices, label_accuracy, oracle_labels,
     )
@@ -243,7 +244,9 @@ def label_dataset(cmd: LabelCommand) -> dict:
     stored = np.zeros(len(pairs), bool)
     total = LabelReport()
     try:
-        with LabelStore(cmd.store or labels_dir / "store.sqlite", prices) as store:
+        with LabelStore(cmd.store or labels_dir / "store.sqlite", prices) as store, \
+                progress_bar(disable=cmd.json) as progress:
+            bar = progress.add_task(f"label ({labeller.name})", total=len(pairs))
             for start in range(0, len(pairs), CHUNK):
                 chunk = pairs[start:start + CHUNK]
                 queries = []
@@ -251,7 +254,8 @@ def label_dataset(cmd: LabelCommand) -> dict:
                     true = (truth[ea][fa], truth[eb][fb]) if truth is not None else (None, None)
                     queries.append(PreferenceQuery(cache.frames(camera, int(ea), [fa])[0],
                                                    cache.frames(camera, int(eb), [fb])[0], task, *true))
-                got, report = store.label(labeller, queries)
+                got, report = store.label(
+                    labeller, queries, on_progress=lambda done: progress.update(bar, completed=start + done))
                 labels[start:start + len(chunk)] = got
                 stored[start:start + len(chunk)] = [store.get(store.key(q, labeller)[0]) is not None
                                                     for q in queries]

@@ -16,7 +16,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -200,7 +200,8 @@ class LabelStore:
             )
 
     def label(self, labeller: Labeller, queries: Sequence[PreferenceQuery],
-              oracle: np.ndarray | Sequence[int] | None = None
+              oracle: np.ndarray | Sequence[int] | None = None,
+              on_progress: Callable[[int], None] | None = None,
               ) -> tuple[np.ndarray, LabelReport]:
         """Labels of ``queries``: from the store where present, else from ``labeller`` (each
         answer stored as it arrives).
@@ -209,6 +210,8 @@ class LabelStore:
             labeller: any :class:`~tether.perception.labellers.base.Labeller`.
             queries: the pairs to label.
             oracle: optional int [N] true labels (0 / 1 / -1) for the report's accuracy.
+            on_progress: called with how many of ``queries`` have an answer (or a failure), once
+                for the stored ones and then as each answer arrives.
 
         Returns:
             (int8 [N] labels: 0 first better, 1 second better, -1 unsure or failed; the report).
@@ -233,6 +236,9 @@ class LabelStore:
                 missing[key[0]] = [i]
         ask = [indices[0] for indices in missing.values()]
         report.calls = len(ask)
+        done = [len(queries) - sum(len(indices) for indices in missing.values())]
+        if on_progress is not None:
+            on_progress(done[0])
 
         def on_answer(j: int, answer: PreferenceAnswer) -> None:
             i = ask[j]
@@ -245,6 +251,9 @@ class LabelStore:
                 report.failures += 1
             for k in missing[keys[i][0]]:
                 answers[k] = answer
+            done[0] += len(missing[keys[i][0]])
+            if on_progress is not None:
+                on_progress(done[0])
 
         if ask:
             labeller.label([queries[i] for i in ask], on_answer=on_answer)

@@ -83,6 +83,7 @@ def test_text_report_and_one_line_errors(dataset, capsys, tmp_path):
     main(["label", str(dataset), "--labeller", "oracle", "--pairs", "5"])
     out = capsys.readouterr().out
     assert "5 labeller calls, 0 cache hits" in out and "accuracy vs oracle: 1.000" in out
+    assert "label (oracle)" in out and "100%" in out  # the progress line, in a log too
     for args, message in [
         (["--camera", "observation.images.side"], "no camera 'observation.images.side'"),
         (["--oracle-key", "progress"], "no column 'progress'"),

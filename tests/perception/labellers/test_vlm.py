@@ -170,6 +170,12 @@ def test_store_never_pays_twice_across_reopen(fake_vlm, tmp_path):
         again, report = store.label(labeller(fake_vlm), qs + qs[:1])  # a repeat in the batch too
     assert report.calls == 0 and report.cache_hits == 5 and report.requests == 0
     assert again[:4].tolist() == labels.tolist() and len(fake_vlm.requests) == 8
+    # progress counts the stored answers at once, then each new one (a repeat with its first)
+    done: list[int] = []
+    with LabelStore(path) as store:
+        store.label(labeller(fake_vlm, concurrency=1), qs[:2] + queries(2, offset=10) + queries(1, offset=10),
+                    on_progress=done.append)
+    assert done == [2, 4, 5]
     # another model or task is another question
     with LabelStore(path) as store:
         _, report = store.label(labeller(fake_vlm, model="other"), qs[:1])

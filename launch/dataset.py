@@ -15,9 +15,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Union
@@ -231,8 +232,10 @@ def plot_episode(ds: Dataset, index: int, path: Path) -> Path | None:
     return path
 
 
-def view(root: Path, out: Path, episodes: tuple[int, ...] = ()) -> list[Path]:
-    """Render episodes of the dataset at ``root`` into ``out``.
+def view(root: Path, out: Path, episodes: tuple[int, ...] = (),
+         on_episode: edit.OnEpisode | None = None) -> list[Path]:
+    """Render episodes of the dataset at ``root`` into ``out`` (``on_episode``: progress
+    callback, (episodes rendered, total), after each).
 
     Per episode ``i``: ``episode_{i:03d}.png`` (``plot_episode``: the ``observation.state`` and
     ``action`` curves against time in s) and ``episode_{i:03d}.mp4`` at the dataset's fps, its
@@ -252,7 +255,7 @@ def view(root: Path, out: Path, episodes: tuple[int, ...] = ()) -> list[Path]:
         edit.check_episode_index(ds, i)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for i in selected:
+    for done, i in enumerate(selected, 1):
         png = plot_episode(ds, i, out / f"episode_{i:03d}.png")
         if png is not None:
             written.append(png)
@@ -263,6 +266,8 @@ def view(root: Path, out: Path, episodes: tuple[int, ...] = ()) -> list[Path]:
                 h, w = ds.features[key]["shape"][:2]
                 videos.append(ds.video(key, i)[:n, :h, :w])  # crop the encoder's even-size padding
             written.append(write_mp4(out / f"episode_{i:03d}.mp4", _side_by_side(videos), ds.fps))
+        if on_episode is not None:
+            on_episode(done, len(selected))
     return written
 
 
@@ -289,7 +294,8 @@ def _split(cmd: Split) -> list[Dataset]:
         else:
             selections = edit.fraction_split(len(ds), cmd.fractions, cmd.seed)
         outs = list(cmd.out)
-    return edit.split(cmd.dataset, outs, selections, overwrite=cmd.overwrite)
+    with _counting_progress("split") as on_episode:
+        return edit.split(cmd.dataset, outs, selections, overwrite=cmd.overwrite, on_episode=on_episode)
 
 
 # ----------------------------------------------------------------------------------------- stats
@@ -410,8 +416,6 @@ def replay(
 
 
 def _replay(cmd: Replay) -> None:
-    from tether.launch.progress import progress_bar
-
     keys = None
     if cmd.client_key is not None:
         from tether.robot.security import ClientKeys
@@ -419,10 +423,8 @@ def _replay(cmd: Replay) -> None:
         if cmd.server_public_key is None:
             raise UsageError("--client-key needs --server-public-key")
         keys = ClientKeys(cmd.client_key, cmd.server_public_key)
-    with progress_bar(disable=cmd.json) as progress:
-        bar = progress.add_task(f"replay episode {cmd.episode}", total=None)
-        result = replay(cmd.dataset, cmd.robot, cmd.episode, cmd.task, cmd.seed, keys,
-                        lambda done, total: progress.update(bar, completed=done, total=total))
+    with _counting_progress(f"replay episode {cmd.episode}", disable=cmd.json) as on_action:
+        result = replay(cmd.dataset, cmd.robot, cmd.episode, cmd.task, cmd.seed, keys, on_action)
     if cmd.json:
         print(json.dumps(result, indent=2))
         return
@@ -434,16 +436,28 @@ def _replay(cmd: Replay) -> None:
 
 
 # ------------------------------------------------------------------------------------------ main
+@contextlib.contextmanager
+def _counting_progress(label: str, disable: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar named ``label``; yields the (done, total) callback that advances it."""
+    from tether.launch.progress import progress_bar
+
+    with progress_bar(disable=disable) as progress:
+        bar = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(bar, completed=done, total=total)
+
+
 def main(cmd: DatasetCommand) -> None:
     verb = cmd.verb
     if isinstance(verb, Info):
         _print_info(verb)
     elif isinstance(verb, View):
         out = verb.out or verb.dataset.with_name(verb.dataset.name + "_view")
-        written = view(verb.dataset, out, verb.episodes)
+        with _counting_progress("render") as on_episode:
+            written = view(verb.dataset, out, verb.episodes, on_episode)
         print(f"wrote {len(written)} files to {out}")
     elif isinstance(verb, Merge):
-        merged = edit.merge(verb.sources, verb.out, overwrite=verb.overwrite)
+        with _counting_progress("merge") as on_episode:
+            merged = edit.merge(verb.sources, verb.out, overwrite=verb.overwrite, on_episode=on_episode)
         print(f"merged {len(verb.sources)} datasets into {verb.out}: {len(merged)} episodes, "
               f"{merged.num_frames} frames, {len(merged.tasks)} tasks")
     elif isinstance(verb, Split):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +119,34 @@ def _check_output(out: Path, sources: Sequence[Path]) -> None:
             raise DatasetEditError(f"the output {out} is one of the input datasets")
 
 
-def _copy(ds: Dataset, episodes: Sequence[int], writer: DatasetWriter) -> None:
+OnEpisode = Callable[[int, int], None]
+"""Called with (episodes written, episodes to write) after each episode a merge or split writes."""
+
+
+def _copy(ds: Dataset, episodes: Sequence[int], writer: DatasetWriter,
+          on_episode: Callable[[], None] | None = None) -> None:
     for i in episodes:
         frames, task = episode_frames(ds, i)
         writer.add_episode(frames, task)
+        if on_episode is not None:
+            on_episode()
 
 
-def merge(sources: Sequence[Path | str], out: Path | str, overwrite: bool = False) -> Dataset:
+def _counter(total: int, on_episode: OnEpisode | None) -> Callable[[], None] | None:
+    """A no-argument callback that counts episodes up to ``total`` for ``on_episode``."""
+    if on_episode is None:
+        return None
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        on_episode(done[0], total)
+
+    return step
+
+
+def merge(sources: Sequence[Path | str], out: Path | str, overwrite: bool = False,
+          on_episode: OnEpisode | None = None) -> Dataset:
     """Write the episodes of ``sources``, in order, into one new dataset at ``out``.
 
     Episode ``k`` of source ``j`` becomes episode ``sum(len(sources[:j])) + k``; tasks are
@@ -136,6 +157,7 @@ def merge(sources: Sequence[Path | str], out: Path | str, overwrite: bool = Fals
         sources: dataset folders with identical robot specs and fps.
         out: the new dataset's folder (not one of ``sources``).
         overwrite: replace a dataset already at ``out``.
+        on_episode: progress callback, (episodes written, total), after each episode.
 
     Returns:
         The merged dataset.
@@ -153,8 +175,9 @@ def merge(sources: Sequence[Path | str], out: Path | str, overwrite: bool = Fals
         check_compatible(datasets[0], ds)
     _check_output(Path(out), [ds.root for ds in datasets])
     writer = DatasetWriter(out, _spec_of(datasets[0]), datasets[0].fps, overwrite=overwrite)
+    step = _counter(sum(len(ds) for ds in datasets), on_episode)
     for ds in datasets:
-        _copy(ds, range(len(ds)), writer)
+        _copy(ds, range(len(ds)), writer, step)
     return Dataset(out)
 
 
@@ -230,12 +253,14 @@ def split(
     outs: Sequence[Path | str],
     episodes: Sequence[Sequence[int]],
     overwrite: bool = False,
+    on_episode: OnEpisode | None = None,
 ) -> list[Dataset]:
     """Write the episodes ``episodes[k]`` of ``source`` into a new dataset ``outs[k]``, for each k.
 
     Build the selections with ``parse_episodes`` ("0:40"), ``fraction_split`` (shuffled fractions
     with a seed) or ``task_split`` (one part per task). Episodes are written in the order given;
-    each output re-indexes its tasks and frames from 0. Videos are re-encoded.
+    each output re-indexes its tasks and frames from 0. Videos are re-encoded. ``on_episode``:
+    progress callback, (episodes written, total over all outputs), after each episode.
 
     Raises:
         DatasetError: ``source`` is not a readable dataset.
@@ -260,9 +285,10 @@ def split(
     for out in outs:
         _check_output(Path(out), [ds.root])
     results = []
+    step = _counter(sum(len(selection) for selection in episodes), on_episode)
     for out, selection in zip(outs, episodes):
         writer = DatasetWriter(out, ds.spec, ds.fps, overwrite=overwrite)
-        _copy(ds, selection, writer)
+        _copy(ds, selection, writer, step)
         results.append(Dataset(out))
     return results
 

@@ -74,8 +74,9 @@ def test_view_writes_a_video_and_curves_per_episode(tmp_path, capsys):
     assert frames[0][14:, 30:].mean() < 20 and abs(frames[0][:10, 30:].mean() - 40) < 8
     image = matplotlib.image.imread(out / "episode_000.png")
     assert image.ndim == 3 and image.shape[0] > 300  # two panels: state and action
-    run(capsys, "view", root)  # every episode, next to the dataset by default
+    printed = run(capsys, "view", root)  # every episode, next to the dataset by default
     assert len(list((tmp_path / "ds_view").glob("episode_*.png"))) == 4
+    assert "render" in printed and "100%" in printed  # the progress line, in a log too
 
 
 def test_view_of_a_lerobot_dataset(tmp_path, capsys):

@@ -59,8 +59,10 @@ def test_merge_reindexes_tasks_and_frames(tmp_path):
     b = [(episode(5, 2), "place"), (episode(3, 3), "push")]
     write(tmp_path / "a", a)
     write(tmp_path / "b", b)
-    merged = merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    progress = []
+    merged = merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m", on_episode=lambda *p: progress.append(p))
 
+    assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert len(merged) == 4 and merged.num_frames == 18
     assert merged.tasks == ["pick", "place", "push"] and merged.spec == SPEC and merged.fps == 10
     for i, (ep, _) in enumerate(a + b):
@@ -101,8 +103,10 @@ def test_merge_refuses_mismatched_datasets(tmp_path):
 def test_split_by_episode_ranges_round_trips(tmp_path):
     eps = [(episode(3 + i, i), "pick" if i % 2 else "place") for i in range(5)]
     write(tmp_path / "src", eps)
+    progress = []
     train, val = split(tmp_path / "src", [tmp_path / "train", tmp_path / "val"],
-                       [parse_episodes("0:3", 5), parse_episodes("3:", 5)])
+                       [parse_episodes("0:3", 5), parse_episodes("3:", 5)], on_episode=lambda *p: progress.append(p))
+    assert progress == [(k, 5) for k in range(1, 6)]  # counted over both outputs
     assert len(train) == 3 and len(val) == 2
     assert train.tasks == ["place", "pick"] and val.tasks == ["pick", "place"]
     assert_same_episode(train, 2, eps[2][0])

@@ -232,6 +232,16 @@ def plot_episode(ds: Dataset, index: int, path: Path) -> Path | None:
     return path
 
 
+@contextlib.contextmanager
+def _counting_progress(label: str, disable: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar named ``label``; yields the (done, total) callback that advances it."""
+    from tether.launch.progress import progress_bar
+
+    with progress_bar(disable=disable) as progress:
+        bar = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(bar, completed=done, total=total)
+
+
 def view(root: Path, out: Path, episodes: tuple[int, ...] = (),
          on_episode: edit.OnEpisode | None = None) -> list[Path]:
     """Render episodes of the dataset at ``root`` into ``out`` (``on_episode``: progress
@@ -436,16 +446,6 @@ def _replay(cmd: Replay) -> None:
 
 
 # ------------------------------------------------------------------------------------------ main
-@contextlib.contextmanager
-def _counting_progress(label: str, disable: bool = False) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar named ``label``; yields the (done, total) callback that advances it."""
-    from tether.launch.progress import progress_bar
-
-    with progress_bar(disable=disable) as progress:
-        bar = progress.add_task(label, total=None)
-        yield lambda done, total: progress.update(bar, completed=done, total=total)
-
-
 def main(cmd: DatasetCommand) -> None:
     verb = cmd.verb
     if isinstance(verb, Info):

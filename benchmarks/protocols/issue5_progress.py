@@ -37,6 +37,7 @@ for spec in specs:
     ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15)
 ax.set_xlabel("gradient steps")
 ax.set_ylabel("success on OGBench scene's 5 goals (%, 95% CI)")
+ax.set_xlim(0, None)
 ax.set_ylim(0, None)
 ax.grid(alpha=0.3)
 ax.legend()

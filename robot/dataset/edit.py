@@ -124,25 +124,16 @@ OnEpisode = Callable[[int, int], None]
 
 
 def _copy(ds: Dataset, episodes: Sequence[int], writer: DatasetWriter,
-          on_episode: Callable[[], None] | None = None) -> None:
+          on_episode: OnEpisode | None = None, done: int = 0, total: int = 0) -> int:
+    """Write ``episodes`` of ``ds`` with ``writer``; ``done`` episodes of ``total`` were written
+    before (for ``on_episode``). Returns how many are written now."""
     for i in episodes:
         frames, task = episode_frames(ds, i)
         writer.add_episode(frames, task)
+        done += 1
         if on_episode is not None:
-            on_episode()
-
-
-def _counter(total: int, on_episode: OnEpisode | None) -> Callable[[], None] | None:
-    """A no-argument callback that counts episodes up to ``total`` for ``on_episode``."""
-    if on_episode is None:
-        return None
-    done = [0]
-
-    def step() -> None:
-        done[0] += 1
-        on_episode(done[0], total)
-
-    return step
+            on_episode(done, total)
+    return done
 
 
 def merge(sources: Sequence[Path | str], out: Path | str, overwrite: bool = False,
@@ -175,9 +166,9 @@ def merge(sources: Sequence[Path | str], out: Path | str, overwrite: bool = Fals
         check_compatible(datasets[0], ds)
     _check_output(Path(out), [ds.root for ds in datasets])
     writer = DatasetWriter(out, _spec_of(datasets[0]), datasets[0].fps, overwrite=overwrite)
-    step = _counter(sum(len(ds) for ds in datasets), on_episode)
+    done, total = 0, sum(len(ds) for ds in datasets)
     for ds in datasets:
-        _copy(ds, range(len(ds)), writer, step)
+        done = _copy(ds, range(len(ds)), writer, on_episode, done, total)
     return Dataset(out)
 
 
@@ -285,10 +276,10 @@ def split(
     for out in outs:
         _check_output(Path(out), [ds.root])
     results = []
-    step = _counter(sum(len(selection) for selection in episodes), on_episode)
+    done, total = 0, sum(len(selection) for selection in episodes)
     for out, selection in zip(outs, episodes):
         writer = DatasetWriter(out, ds.spec, ds.fps, overwrite=overwrite)
-        _copy(ds, selection, writer, step)
+        done = _copy(ds, selection, writer, on_episode, done, total)
         results.append(Dataset(out))
     return results
 

@@ -56,6 +56,7 @@ import mujoco
 import numpy as np
 
 from tether.robot.spec import Feature, RobotSpec, SafetySpec
+from tether.sim.step_result import StepResult
 
 ROBOT_TYPE = "openmanipulator-x"
 MODEL_PATH = Path(__file__).parent / "assets" / "omx_scene.xml"
@@ -345,16 +346,6 @@ def evaluate(task: str, state: np.ndarray) -> tuple[float, bool]:
     if np.ndim(reward) == 0:
         return float(reward), bool(success)
     return reward, success
-
-
-@dataclass
-class StepResult:
-    """One control period: state (17,) float32, dense reward, success flag, truncation flag."""
-
-    state: np.ndarray
-    reward: float
-    success: bool
-    truncated: bool
 
 
 class ArmTask:

@@ -14,11 +14,11 @@ task's randomization space with that seed, so a seed names one initial condition
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
 from tether.robot.spec import Feature, RobotSpec
+from tether.sim.step_result import StepResult
 
 ROBOT_TYPE = "metaworld-sawyer"
 CONTROL_RATE_HZ = 80.0  # frame_skip 5 x timestep 0.0025 s
@@ -72,16 +72,6 @@ def metaworld_spec(
         "float32", (4,), names=ACTION_NAMES, unit="normalized", low=(-1.0,) * 4, high=(1.0,) * 4
     )
     return RobotSpec(ROBOT_TYPE, CONTROL_RATE_HZ, observation, action, tasks=tuple(tasks))
-
-
-@dataclass
-class StepResult:
-    """One control period: state (39,) float32, reward, success flag, truncation flag."""
-
-    state: np.ndarray
-    reward: float
-    success: bool
-    truncated: bool
 
 
 class MetaWorldTask:

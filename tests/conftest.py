@@ -116,6 +116,79 @@ def commanded():
     """``next_commanded(client)``: the next state that applied a command."""
     return next_commanded
 
+def pointmass_reach_dataset(root, episodes=12, length=30, seed=0, rate_hz=200.0, camera=False):
+    """Write point-mass episodes at ``rate_hz`` that steer noisily toward the origin, with reward
+    -|position| (m), to a dataset at ``root``; returns ``root``. With ``camera``, a 32x32 frame
+    whose brightness follows the reward."""
+    import numpy as np
+
+    from tether.robot.dataset import DatasetWriter
+    from tether.robot.drivers.pointmass import TASK, pointmass_spec
+    from tether.robot.spec import Feature, RobotSpec
+
+    spec = pointmass_spec(rate_hz)
+    if camera:
+        spec = RobotSpec(spec.robot_type, spec.control_rate_hz,
+                         {**spec.observation, "observation.images.front": Feature("uint8", (32, 32, 3), unit="pixel")},
+                         spec.action, tasks=spec.tasks)
+    writer = DatasetWriter(root, spec, fps=rate_hz)
+    rng = np.random.default_rng(seed)
+    for _ in range(episodes):
+        pos, states, actions = rng.uniform(-0.5, 0.5, 2), [], []
+        for _ in range(length):
+            states.append(np.concatenate([pos, np.zeros(2)]))
+            a = np.clip(-2 * pos + rng.normal(0, 0.5, 2), -1, 1)
+            pos = pos + a / rate_hz
+            actions.append(a)
+        states = np.array(states, np.float32)
+        frames = {"observation.state": states, "action": np.array(actions, np.float32),
+                  "next.reward": -np.linalg.norm(states[:, :2], axis=1).astype(np.float32)}
+        if camera:
+            level = (255 * (1 - np.linalg.norm(states[:, :2], axis=1))).clip(0, 255).astype(np.uint8)
+            frames["observation.images.front"] = np.broadcast_to(level[:, None, None, None], (length, 32, 32, 3)).copy()
+        writer.add_episode(frames, TASK)
+    return root
+
+
+@pytest.fixture
+def reach_dataset():
+    """``reach_dataset(root, episodes=12, length=30, seed=0, rate_hz=200.0, camera=False)``: see
+    :func:`pointmass_reach_dataset`."""
+    return pointmass_reach_dataset
+
+
+class PipeLines:
+    """A subprocess pipe's lines, collected in a thread; ``wait_for`` consumes them up to the
+    first line that holds a substring, so successive waits follow the output in order."""
+
+    def __init__(self, pipe):
+        self.lines: list[str] = []
+        self.cursor = 0
+        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
+
+    def _read(self, pipe):
+        for line in pipe:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout_s: float = 30.0) -> None:
+        """Return once a line after the last one consumed holds ``text``; AssertionError with the
+        output's tail after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            while self.cursor < len(self.lines):
+                self.cursor += 1
+                if text in self.lines[self.cursor - 1]:
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} never printed; got {''.join(self.lines)[-3000:]}")
+
+
+@pytest.fixture
+def pipe_lines():
+    """``pipe_lines(proc.stdout)``: a :class:`PipeLines` reading that pipe."""
+    return PipeLines
+
+
 class FakeVLM:
     """State of the fake endpoint.
 

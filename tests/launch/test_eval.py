@@ -9,8 +9,6 @@ runner's per-episode noise seeding is part of what must agree between the paths.
 import json
 import os
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -129,28 +127,6 @@ def test_robot_server_in_another_process_equals_direct_sim(tmp_path):
     assert "95% Wilson CI" in (tmp_path / "robot" / "eval.md").read_text()
 
 
-class Lines:
-    """A pipe's lines collected in a thread; ``wait_for`` consumes them up to a substring."""
-
-    def __init__(self, pipe):
-        self.lines: list[str] = []
-        self.cursor = 0
-        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
-
-    def _read(self, pipe):
-        for line in pipe:
-            self.lines.append(line)
-
-    def wait_for(self, text, timeout_s=30.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            while self.cursor < len(self.lines):
-                self.cursor += 1
-                if text in self.lines[self.cursor - 1]:
-                    return
-            time.sleep(0.02)
-        raise AssertionError(f"{text!r} never printed; got {''.join(self.lines)[-3000:]}")
-
 
 def test_deterministic_feeds_zero_noise_in_every_worker(tmp_path):
     """--deterministic: the noisy controller's episodes are those of the same controller without
@@ -167,7 +143,7 @@ def test_deterministic_feeds_zero_noise_in_every_worker(tmp_path):
     assert outcomes(sampled) != reference
 
 
-def test_operator_protocol_through_a_pty(serve, tmp_path):
+def test_operator_protocol_through_a_pty(serve, tmp_path, pipe_lines):
     """Keys on a real pseudo-terminal: start, success, re-do, failure, abort, the e-stop
     (trips the server's, then must be cleared before the next start) and a verdict after the
     server ends an episode. The policy stands still, so only the operator or the step limit
@@ -181,7 +157,7 @@ def test_operator_protocol_through_a_pty(serve, tmp_path):
             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         os.close(slave)
-        out = Lines(proc.stdout)
+        out = pipe_lines(proc.stdout)
 
         def key(k, then):
             os.write(master, k)

@@ -13,9 +13,8 @@ import torch
 
 from tether.launch.cli import main
 from tether.policies.offline import load_offline_policy
-from tether.robot.dataset import Dataset, DatasetWriter
-from tether.robot.drivers.pointmass import TASK, pointmass_spec
-from tether.robot.spec import Feature, RobotSpec
+from tether.robot.dataset import Dataset
+from tether.robot.drivers.pointmass import TASK
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,32 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def video_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TETHER_CACHE_DIR", str(tmp_path / "cache"))
 
-
-def reach_dataset(root, episodes=12, length=30, seed=0, camera=False):
-    """Point-mass episodes at the fixture server's 200 Hz, steering noisily toward the origin;
-    reward -|position|. With ``camera``, a 32x32 frame whose brightness follows the reward."""
-    spec = pointmass_spec(200.0)
-    if camera:
-        spec = RobotSpec(spec.robot_type, spec.control_rate_hz,
-                         {**spec.observation, "observation.images.front": Feature("uint8", (32, 32, 3), unit="pixel")},
-                         spec.action, tasks=spec.tasks)
-    writer = DatasetWriter(root, spec, fps=200.0)
-    rng = np.random.default_rng(seed)
-    for _ in range(episodes):
-        pos, states, actions = rng.uniform(-0.5, 0.5, 2), [], []
-        for _ in range(length):
-            states.append(np.concatenate([pos, np.zeros(2)]))
-            a = np.clip(-2 * pos + rng.normal(0, 0.5, 2), -1, 1)
-            pos = pos + a / 200.0
-            actions.append(a)
-        states = np.array(states, np.float32)
-        frames = {"observation.state": states, "action": np.array(actions, np.float32),
-                  "next.reward": -np.linalg.norm(states[:, :2], axis=1).astype(np.float32)}
-        if camera:
-            level = (255 * (1 - np.linalg.norm(states[:, :2], axis=1))).clip(0, 255).astype(np.uint8)
-            frames["observation.images.front"] = np.broadcast_to(level[:, None, None, None], (length, 32, 32, 3)).copy()
-        writer.add_episode(frames, TASK)
-    return root
 
 
 def oracle_labels(root, pairs=200, seed=1):
@@ -69,7 +42,8 @@ def oracle_labels(root, pairs=200, seed=1):
 
 
 
-def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, pointmass_server):
+def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, pointmass_server,
+                                                               reach_dataset):
     root = reach_dataset(tmp_path / "ds")
     oracle_labels(root)
     # 1000 steps: at 150 the model was short of converged (validation accuracy 0.65 to 0.9 over
@@ -100,7 +74,7 @@ def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, 
     assert (tmp_path / "eval" / "policy.onnx").read_bytes() == (out / "policy.onnx").read_bytes()
 
 
-def test_bc_and_image_iql_write_onnx(tmp_path, capsys):
+def test_bc_and_image_iql_write_onnx(tmp_path, capsys, reach_dataset):
     root = reach_dataset(tmp_path / "ds", episodes=4, length=20, camera=True)
     main(["train", str(root), "--algo", "bc", "--out", str(tmp_path / "bc"), "--iql.hidden", "16",
           "--optim.steps", "20", "--optim.batch-size", "32"])
@@ -121,7 +95,7 @@ def test_bc_and_image_iql_write_onnx(tmp_path, capsys):
     assert not torch.allclose(learner.actor(obs + 5.0, goal, image), learner.actor(obs, goal, image))
 
 
-def test_bad_reward_column_labels_and_flags_are_one_line_errors(tmp_path, capsys, cli_error):
+def test_bad_reward_column_labels_and_flags_are_one_line_errors(tmp_path, capsys, cli_error, reach_dataset):
     root = reach_dataset(tmp_path / "ds", episodes=2, length=10)
     err = cli_error("train", root, "--algo", "iql", "--reward", "reward.vlm", "--out", tmp_path / "x")
     assert "has no reward column 'reward.vlm'; it has ['next.reward']" in err

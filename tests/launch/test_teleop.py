@@ -4,7 +4,6 @@ process, and the episodes kept, re-recorded and ended land in the dataset."""
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -14,27 +13,8 @@ from tether.robot.dataset import Dataset
 from tether.robot.drivers.pointmass import PointMassRobot
 
 
-class Lines:
-    """Collect a pipe's lines in a thread; ``wait_for`` a substring."""
 
-    def __init__(self, pipe):
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
-
-    def _read(self, pipe):
-        for line in pipe:
-            self.lines.append(line)
-
-    def wait_for(self, text, timeout_s=30.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"{text!r} never printed; got {''.join(self.lines)[-2000:]}")
-
-
-def test_keyboard_teleop_records_kept_episodes_and_drops_rerecorded_ones(serve, tmp_path):
+def test_keyboard_teleop_records_kept_episodes_and_drops_rerecorded_ones(serve, tmp_path, pipe_lines):
     master, slave = os.openpty()
     with serve(PointMassRobot(rate_hz=50.0, max_episode_steps=100_000)) as server:
         proc = subprocess.Popen(
@@ -43,7 +23,7 @@ def test_keyboard_teleop_records_kept_episodes_and_drops_rerecorded_ones(serve, 
             stdin=slave, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         os.close(slave)
-        out = Lines(proc.stderr)
+        out = pipe_lines(proc.stderr)
         try:
             out.wait_for("episode 0 started")
 

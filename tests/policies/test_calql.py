@@ -14,8 +14,7 @@ from tether.launch.cli import main
 from tether.policies.calql import CalQl, mc_returns, pushed_down
 from tether.policies.configs import CalQlConfig, SacConfig
 from tether.policies.offline import load_offline_policy
-from tether.robot.dataset import DatasetWriter
-from tether.robot.drivers.pointmass import TASK, pointmass_spec
+from tether.robot.drivers.pointmass import TASK
 from tether.robot.runner import PolicyRunner
 
 G = 0.9
@@ -85,24 +84,8 @@ def test_logged_share_of_q_under_the_bound_on_hand_made_critics():
         model.loss(**{k: v for k, v in batch.items() if k != "mc_return"})
 
 
-def reach_dataset(root, episodes=8, length=15, seed=0):
-    writer = DatasetWriter(root, pointmass_spec(10.0), fps=10.0)
-    rng = np.random.default_rng(seed)
-    for _ in range(episodes):
-        pos, states, actions = rng.uniform(-0.5, 0.5, 2), [], []
-        for _ in range(length):
-            states.append(np.concatenate([pos, np.zeros(2)]))
-            a = np.clip(-2 * pos + rng.normal(0, 0.5, 2), -1, 1)
-            pos = pos + a / 10.0
-            actions.append(a)
-        states = np.array(states, np.float32)
-        writer.add_episode({"observation.state": states, "action": np.array(actions, np.float32),
-                            "next.reward": -np.linalg.norm(states[:, :2], axis=1).astype(np.float32)}, TASK)
-    return root
-
-
-def test_tether_train_calql_writes_a_runnable_policy(tmp_path, capsys):
-    data = reach_dataset(tmp_path / "data")
+def test_tether_train_calql_writes_a_runnable_policy(tmp_path, capsys, reach_dataset):
+    data = reach_dataset(tmp_path / "data", episodes=8, length=15, rate_hz=10.0)
     out = tmp_path / "run"
     main(["train", str(data), "--algo", "calql", "--reward", "next.reward", "--out", str(out),
           "--iql.terminal", "none", "--calql.sac.hidden", "16", "16", "--calql.actions", "3",

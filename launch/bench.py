@@ -182,6 +182,7 @@ class BenchCommand:
 
 
 def main(command: BenchCommand) -> None:
+    """Entry point of ``tether bench``: run the chosen benchmark, print its summary (or its JSON)."""
     cmd = command.bench
     if isinstance(cmd, (RecordBench, PolicyBench, SimBench, FinetuneBench)):
         run, show = {RecordBench: (bench_record, print_record), PolicyBench: (bench_policy, print_policy),

@@ -334,6 +334,7 @@ def collect_ogbench(
 
 
 def main(cfg: CollectConfig) -> None:
+    """Entry point of ``tether collect``: record scripted-expert or oracle episodes into a dataset."""
     from tether.launch.progress import progress_bar
 
     logging.basicConfig(level=logging.WARNING)

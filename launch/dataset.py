@@ -447,6 +447,7 @@ def _replay(cmd: Replay) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def main(cmd: DatasetCommand) -> None:
+    """Entry point of ``tether dataset``: dispatch to info, view, merge, split, stats or replay."""
     verb = cmd.verb
     if isinstance(verb, Info):
         _print_info(verb)

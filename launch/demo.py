@@ -239,6 +239,7 @@ def run(cmd: DemoCommand) -> dict:
 
 
 def main(cmd: DemoCommand) -> None:
+    """Entry point of ``tether demo``: run the whole loop; print success, latency and the report path."""
     report = run(cmd)
     per_task = ", ".join(f"{t} {r['success_rate']:.2f}" for t, r in report["tasks"].items())
     print(f"success rate {report['success_rate']:.2f} ({per_task}); "

@@ -521,6 +521,8 @@ def _with_progress(cmd: EvalCommand, fn) -> dict:
 
 
 def main(cmd: EvalCommand) -> None:
+    """Entry point of ``tether eval``: evaluate on a robot server, in simulation, with an operator, or
+    compare runs."""
     mode = check_command(cmd)
     if mode == "compare":
         from tether.launch.eval_compare import main as compare_main

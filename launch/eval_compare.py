@@ -195,6 +195,8 @@ def run_names(paths: list[Path]) -> list[str]:
 
 
 def main(cmd: EvalCommand) -> dict:
+    """Entry point of ``tether eval compare``: print the comparison table, write compare.md/png/json;
+    returns the report."""
     from rich.console import Console
     from rich.table import Table
 

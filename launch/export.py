@@ -65,5 +65,6 @@ def export(cmd: ExportCommand) -> tuple[Path, float, int]:
 
 
 def main(cmd: ExportCommand) -> None:
+    """Entry point of ``tether export``: write the ONNX file and print its parity with torch."""
     out, diff, params = export(cmd)
     print(f"{out}: {params} parameters, max |onnx - torch| = {diff:.2e}")

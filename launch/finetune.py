@@ -340,6 +340,7 @@ def run_actor(cmd: ActorCommand) -> None:
 
 
 def main(cmd: FinetuneCommand) -> None:
+    """Entry point of ``tether finetune``: dispatch to run, learner, actor or compare."""
     verb = cmd.verb
     if isinstance(verb, CompareCommand):
         from tether.launch.finetune_compare import compare

@@ -23,5 +23,6 @@ class KeysCommand:
 
 
 def main(cmd: KeysCommand) -> None:
+    """Entry point of ``tether keys generate``: write a CurveZMQ key pair and print its paths."""
     public, secret = generate_keypair(cmd.dir, cmd.name)
     print(f"public key: {public} (share it)\nsecret key: {secret} (keep it on this machine)")

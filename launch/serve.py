@@ -117,6 +117,7 @@ def make_robot(cfg: ServeConfig):
 
 
 def main(cfg: ServeConfig) -> None:
+    """Entry point of ``tether serve``: run a robot driver behind a ZeroMQ robot server until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s serve %(levelname)s %(message)s")
     keys = None
     if cfg.lockstep and cfg.robot == "dynamixel":

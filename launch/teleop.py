@@ -196,6 +196,7 @@ def run_session(cmd: TeleopCommand, say=print) -> SessionResult:
 
 
 def main(cmd: TeleopCommand) -> None:
+    """Entry point of ``tether teleop``: drive a robot server by hand, optionally recording episodes."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.monotonic()
     result = run_session(cmd, say=lambda msg: print(msg, file=sys.stderr, flush=True))

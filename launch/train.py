@@ -125,6 +125,7 @@ def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | 
 
 
 def main(cmd: TrainCommand) -> None:
+    """Entry point of ``tether train``: train the chosen algorithm on a dataset."""
     from tether.launch.progress import training_progress
 
     if cmd.algo not in ("iql", "calql") and cmd.reward is not None:

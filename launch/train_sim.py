@@ -223,6 +223,7 @@ def train_sim(cmd: TrainSimCommand) -> dict:
 
 
 def main(cmd: TrainSimCommand) -> None:
+    """Entry point of ``tether train-sim``: PPO in tether's batched MuJoCo env, then ONNX export."""
     report = train_sim(cmd)
     evals = ", ".join(f"{e['randomize']} {e['success_rate']:.0%}" for e in report["sim_eval"])
     print(f"{report['iterations']} iterations, {report['env_steps']} env steps in "

@@ -86,12 +86,14 @@ def pretrain_value(cmd: PretrainValueCommand, on_step=None) -> dict:
     """Run ``tether pretrain-value``; returns the report (also written to value_report.json).
 
     Raises:
-        UsageError: bad settings (goal mix, expectile, held-out share), or see :func:`load_frames`.
+        UsageError: bad settings (device, goal mix, expectile, held-out share), or see
+            :func:`load_frames`.
         DatasetError: see :func:`load_frames`; VideoReadError (a DatasetError): fewer than 2
             usable episodes.
     """
     import torch
 
+    from tether.launch.train import check_device
     from tether.policies.frames import icvf_batches
     from tether.policies.icvf import Icvf
     from tether.policies.pretrained_encoder import save_encoder
@@ -100,6 +102,7 @@ def pretrain_value(cmd: PretrainValueCommand, on_step=None) -> dict:
     from tether.policies.value_report import plot_value_curves, spearman_report, value_curves
 
     cfg = cmd.icvf
+    check_device(cmd.optim)
     if not 0 < cfg.val_fraction < 1:
         raise UsageError(f"--icvf.val-fraction must be in (0, 1), got {cfg.val_fraction}")
     torch.manual_seed(cmd.optim.seed)

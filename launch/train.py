@@ -124,6 +124,23 @@ def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | 
                          resume=cmd.resume, cache_dir=cmd.cache_dir, calql=cmd.calql)
 
 
+def check_device(cfg: TrainConfig) -> str:
+    """The device ``--optim.device`` resolves to (e.g. ``cpu``, ``cuda:0``), checked before any data
+    is read.
+
+    Raises:
+        tether.launch.UsageError: the device is unknown or unusable here (see
+            ``tether.policies.train.resolve_device``).
+    """
+    from tether.launch import UsageError
+    from tether.policies.train import resolve_device
+
+    try:
+        return str(resolve_device(cfg.device))
+    except ValueError as e:
+        raise UsageError(f"--optim.device: {e}") from None
+
+
 def main(cmd: TrainCommand) -> None:
     """Entry point of ``tether train``: train the chosen algorithm on a dataset."""
     from tether.launch.progress import training_progress
@@ -132,6 +149,7 @@ def main(cmd: TrainCommand) -> None:
         from tether.launch import UsageError
 
         raise UsageError(f"--reward is for --algo iql or calql (--algo {cmd.algo} imitates and reads no reward)")
+    device = check_device(cmd.optim)
     from tether.policies.train import distributed_rank
 
     rank, world = distributed_rank()
@@ -143,8 +161,8 @@ def main(cmd: TrainCommand) -> None:
     if rank != 0:
         return
     if cmd.algo in ("beso", "gcbc"):
-        print(f"trained on {frames} frames in {result.seconds:.0f} s on {world} process(es) -> {path}")
+        print(f"trained on {frames} frames in {result.seconds:.0f} s on {world} process(es), {device} -> {path}")
         return
     reward = run.report["reward"]["column"] if cmd.algo != "bc" else "none (BC)"
-    print(f"{cmd.algo} on {run.transitions} transitions (reward {reward}) in {run.result.seconds:.0f} s -> "
+    print(f"{cmd.algo} on {run.transitions} transitions (reward {reward}) in {run.result.seconds:.0f} s on {device} -> "
           f"{run.checkpoint}, {run.onnx} (max |onnx - torch| = {run.parity:.1e})")

@@ -137,7 +137,7 @@ class CalQl(Sac):
         cfg = self.calql
         n, b, a = cfg.actions, q_data.shape[1], self.action_dim
         with torch.no_grad():
-            random_actions = torch.rand(n, b, a) * 2 - 1
+            random_actions = (torch.rand(n, b, a) * 2 - 1).to(q_data)
             pi_actions, pi_logp = self.actor.sample(obs, goal, n)
             next_actions, next_logp = self.actor.sample(next_obs, goal, n)
         q_pi, q_next = self._q_many(features, pi_actions), self._q_many(features, next_actions)

@@ -85,6 +85,9 @@ class TrainConfig:
     """Maximum global gradient norm."""
     checkpoint_every: int = 2_000
     seed: int = 0
+    device: str = "auto"
+    """Where to train: ``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu``, ``cuda``
+    or ``cuda:N``. Under ``torchrun`` on GPUs each process takes ``cuda:LOCAL_RANK``."""
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """One training loop for tether's learners: AdamW with warm-up and cosine decay, EMA weights,
-checkpoints with resume, a per-step callback for progress display, and a PNG learning curve.
+checkpoints with resume, a per-step callback for progress display, and a PNG learning curve, on
+the CPU or a CUDA GPU (``TrainConfig.device``).
 
 A learner is any ``nn.Module`` with a ``loss(**batch) -> scalar tensor`` method, and optionally an
 ``after_step()`` method called after each optimizer step (IQL's target critics); batches come from
@@ -54,11 +55,41 @@ def distributed_rank() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # one group for both kinds of tensor: NCCL for CUDA ones, gloo for CPU ones (a run on CPU)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
         # A group left to the interpreter's teardown can abort the process ("terminate called
         # without an active exception") while its communication threads still run.
         atexit.register(_destroy_process_group)
     return dist.get_rank(), dist.get_world_size()
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device that ``TrainConfig.device`` names.
+
+    ``auto`` is ``cuda`` when torch sees a CUDA GPU, else ``cpu``. Under ``torchrun`` with several
+    processes, ``cuda`` (and ``auto`` on a GPU machine) is ``cuda:LOCAL_RANK``, one GPU per process
+    as PyTorch's DDP tutorial places them.
+
+    Raises:
+        ValueError: an unknown device name, or a CUDA device that this torch cannot use (no GPU, a
+            CPU-only build, or an index past the GPUs it sees).
+    """
+    try:
+        device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                              "cpu" if name == "auto" else name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name!r} asked for, but torch {torch.__version__} sees no CUDA GPU; "
+                             "use cpu, or auto")
+        if device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"{str(device)!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def batch_rng(seed: int, step: int) -> np.random.Generator:
@@ -114,14 +145,24 @@ def train(
         on_checkpoint: called with (steps done, the EMA model) after each checkpoint is written,
             e.g. to save a policy that can be exported while training goes on.
 
+    The model trains on ``cfg.device`` (:func:`resolve_device`); ``sample_batch`` returns CPU
+    tensors, moved there each step. When ``train`` returns, the model and the EMA model are back
+    on the CPU, where callers save, export and evaluate them.
+
+    Raises:
+        ValueError: ``cfg.device`` names no usable device.
+        FloatingPointError: the loss is NaN or infinite.
+
     Data-parallel under ``torchrun --nproc-per-node N``: every process draws its own batches
     (``batch_rng`` keys them by rank), gradients are averaged by
     ``DistributedDataParallel`` (PyTorch docs, "Getting Started with Distributed Data Parallel"),
     so the effective batch is N x ``cfg.batch_size``; only rank 0 writes checkpoints and plots and
     calls ``on_step`` and ``on_checkpoint``.
     """
+    device = resolve_device(cfg.device)
     rank, world = distributed_rank()
     torch.manual_seed(cfg.seed)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
@@ -129,7 +170,7 @@ def train(
     start = 0
     ckpt = None if out_dir is None else Path(out_dir) / "checkpoints" / "last.pt"
     if resume and ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location="cpu")  # moved to the device below
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -137,6 +178,8 @@ def train(
         start = state["step"]
         if "torch_rng" in state:  # checkpoints before it was stored resume with the seed's stream
             torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:  # dropout's masks on the GPU
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         result.steps, result.losses = state["history"]["steps"], state["history"]["losses"]
     t0 = time.perf_counter()
     model.train()
@@ -144,12 +187,16 @@ def train(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        compute_loss = DistributedDataParallel(compute_loss)  # broadcasts rank 0's weights
+        # broadcasts rank 0's weights
+        compute_loss = DistributedDataParallel(compute_loss, device_ids=None if device.type == "cpu" else [device])
     if rank != 0:
         ckpt, out_dir, on_step, on_checkpoint = None, None, None, None
     after_step = getattr(model, "after_step", None)  # e.g. IQL's target critics (Polyak)
     for step in range(start, cfg.steps):
-        loss = compute_loss(**sample_batch(step))
+        batch = sample_batch(step)
+        if device.type != "cpu":
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        loss = compute_loss(**batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -177,7 +224,8 @@ def train(
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "step": step + 1,
-                    "torch_rng": torch.get_rng_state(),  # BESO's noise levels, dropout
+                    "torch_rng": torch.get_rng_state(),  # BESO's noise levels, dropout on the CPU
+                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                     "config": asdict(cfg),
                     "history": {"steps": result.steps, "losses": result.losses},
                 },
@@ -187,7 +235,8 @@ def train(
             if on_checkpoint is not None:
                 on_checkpoint(step + 1, ema.module)
     result.seconds = time.perf_counter() - t0
-    result.ema.eval()
+    model.cpu()
+    result.ema.cpu().eval()
     if out_dir is not None:
         plot_learning_curve(result, Path(out_dir) / "learning_curve.png")
         (Path(out_dir) / "train_history.json").write_text(

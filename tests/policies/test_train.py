@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from tether.policies.configs import TrainConfig
-from tether.policies.train import batch_rng, train
+from tether.policies.train import batch_rng, resolve_device, train
 
 
 class Regression(nn.Module):
@@ -128,4 +128,45 @@ def test_two_processes_train_data_parallel_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((out / "train_history.json").read_text())
     assert history["world_size"] == 2 and history["steps"][-1] == 19
-    assert (out / "policy.pt").exists() and "on 2 process(es)" in proc.stdout
+    assert (out / "policy.pt").exists() and "on 2 process(es), cpu" in proc.stdout
+
+
+@pytest.mark.parametrize("name, message", [
+    ("tpu", "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
+    ("meta", "unsupported device 'meta'"),
+    ("cuda:99", "'cuda:99' asked for, but torch"),
+])
+def test_resolve_device_refuses_what_it_cannot_train_on(name, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_device(name)
+
+
+def test_resolve_device_picks_the_gpu_only_when_there_is_one(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="'cuda' asked for, but torch .* sees no CUDA GPU; use cpu, or auto"):
+        resolve_device("cuda")
+
+
+def test_tether_train_checks_the_device_before_reading_data(tmp_path, cli_error):
+    err = cli_error("train", tmp_path / "no-such-dataset", "--optim.device", "tpu")
+    assert err == "tether: error: --optim.device: unknown device 'tpu'; use auto, cpu, cuda or cuda:N"
+    err = cli_error("pretrain-value", "--dataset", tmp_path / "no-such-dataset", "--optim.device", "meta")
+    assert "--optim.device: unsupported device 'meta'" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_on_the_gpu_and_resumes_on_the_cpu(tmp_path):
+    """On CUDA: batches move to the GPU, the checkpoint holds the GPU's RNG, and the models come
+    back on the CPU; the GPU checkpoint resumes on a machine without one."""
+    cfg = TrainConfig(steps=100, lr=3e-2, warmup_steps=10, checkpoint_every=50, device="cuda")
+    model = NoisyRegression()
+    result = train(model, keyed_batches(), cfg, tmp_path)
+    assert result.ema.linear.weight.device.type == "cpu" and model.linear.weight.device.type == "cpu"
+    state = torch.load(tmp_path / "checkpoints/last.pt", weights_only=False, map_location="cpu")
+    assert "cuda_rng" in state and state["config"]["device"] == "cuda"
+    more = TrainConfig(steps=150, lr=3e-2, warmup_steps=10, checkpoint_every=50, device="cpu")
+    resumed = train(NoisyRegression(), keyed_batches(), more, tmp_path, resume=True)
+    assert resumed.steps[-1] == 149 and resumed.losses[-1] < 0.05 * resumed.losses[0]

@@ -20,8 +20,9 @@
 # OGBench's scene-play is 1000 episodes of 1000 steps, with about 1M gradient steps per method;
 # the defaults here are what two CPU cores finish in a session (150 episodes, 40k steps, both
 # models trained at once, one core each). Longer runs span sessions: run the script again and it
-# goes on where it stopped (the data is kept, the trainings resume exactly from their last
-# checkpoint, every 2500 steps; evaluations start once both models are trained).
+# goes on where it stopped (a collector cut short goes on at its next seed, the trainings resume
+# exactly from their last checkpoint, every 2500 steps; evaluations start once both models are
+# trained). Never pause a collector (SIGSTOP): its robot link times out and it stops.
 set -euo pipefail
 EPISODES=${1:-150}
 STEPS=${2:-40000}
@@ -32,12 +33,28 @@ ACTION_STEPS=${6:-1}
 SUF=$([ "$HORIZON" -gt 1 ] && echo "_h$HORIZON" || true)$([ -n "${GOAL_DIMS:-}" ] && echo "_obj" || true)
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
+collect_part() {  # NAME FIRST_SEED EPISODES: a part cut short (a session's end) goes on at its next seed
+  local have=0
+  if [ -f "$1/meta/info.json" ]; then
+    have=$(tether dataset info "$1" --json | python -c 'import json, sys; print(json.load(sys.stdin)["episodes"])')
+  fi
+  [ "$have" -ge "$3" ] && return 0
+  # episode k is seed FIRST_SEED + k (an unhealthy reset would be retried at the next seed, shifting
+  # the rest by one: none was in 1000 episodes)
+  tether collect "$1" --env ogbench:scene --episodes $(( $3 - have )) --episode-steps 1000 --cameras \
+    --seed $(( $2 + have )) $([ "$have" -gt 0 ] && echo --resume || echo --overwrite)
+}
 if [ ! -d scene_play ]; then  # two collectors at once (the second from seed HALF), then merged
   HALF=$(( (EPISODES + 1) / 2 ))
-  tether collect play_part0 --env ogbench:scene --episodes "$HALF" --episode-steps 1000 --cameras --overwrite &
-  tether collect play_part1 --env ogbench:scene --episodes $(( EPISODES - HALF )) --episode-steps 1000 \
-    --cameras --seed "$HALF" --overwrite &
-  wait
+  collect_part play_part0 0 "$HALF" & first=$!
+  collect_part play_part1 "$HALF" $(( EPISODES - HALF )) & second=$!
+  status=0
+  wait $first || status=$?
+  wait $second || status=$?
+  if [ "$status" -ne 0 ]; then  # never merge a part cut short: running the script again resumes it
+    echo "a collector failed (exit $status)" >&2
+    exit "$status"
+  fi
   tether dataset merge play_part0 play_part1 --out scene_play
 fi
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -48,7 +49,8 @@ class CollectConfig:
     episodes: int = 20
     """Episodes per task."""
     seed: int = 0
-    """Seed of each task's first episode; episode k uses seed + k."""
+    """Seed of each task's first episode; episode k uses seed + k (with --resume, k counts on from
+    the episodes of that task already in the dataset)."""
     cameras: tuple[str, ...] | None = None
     """Simulated cameras to record as video; default: corner (MetaWorld), front_pixels (OGBench)."""
     image_size: int = 64
@@ -56,7 +58,8 @@ class CollectConfig:
     max_episode_steps: int = 200
     """Episode length limit in control ticks (MetaWorld's experts need < 150)."""
     resume: bool = False
-    """Append to an existing dataset."""
+    """Append --episodes more to an existing dataset; their seeds go on after its episodes, so a
+    collection cut short is finished without recording an episode twice."""
     overwrite: bool = False
     """Replace an existing dataset."""
     quality: Literal["expert", "medium", "random", "play", "mix"] = "expert"
@@ -151,6 +154,12 @@ class CollectResult:
     seconds: float = 0.0
 
 
+def recorded_per_task(writer: DatasetWriter) -> Counter:
+    """Episodes already in ``writer``'s dataset, per task string (0 for a new dataset): a resumed
+    collection's episode k of a task takes seed ``--seed`` + (that count) + k."""
+    return Counter(task for episode in writer.episodes for task in episode["tasks"])
+
+
 def collect(
     cfg: CollectConfig,
     logs: Path,
@@ -175,6 +184,7 @@ def collect(
     writer = DatasetWriter(
         cfg.dataset, spec, spec.control_rate_hz, resume=cfg.resume, overwrite=cfg.overwrite
     )
+    recorded = recorded_per_task(writer)
     address = processes.free_tcp_address()
     server = processes.start(
         ["serve", "--address", address, "--tasks", *cfg.tasks, "--cameras", *cameras,
@@ -191,7 +201,7 @@ def collect(
             for t, task in enumerate(cfg.tasks):
                 expert = expert_policy(task)
                 result.expert_successes[task] = 0
-                for k, quality in enumerate(qualities[t]):
+                for k, quality in enumerate(qualities[t], start=recorded[task]):
                     act = noisy(expert, quality, cfg, np.random.default_rng([cfg.seed + k, t, 1]))
                     state = client.reset(task, cfg.seed + k)
                     while not state["done"]:
@@ -247,12 +257,14 @@ def collect_ogbench(
     OGBench's oracles (``tether.sim.ogbench.PlayPolicy``) play the teleoperator through a
     ``RobotClient``, subtask after subtask, while a ``Recorder`` writes the episodes (task
     ``play``; cameras as video; ``observation.state``, ``observation.qpos``,
-    ``observation.qvel``). Episode k resets the scene with seed ``cfg.seed + k``; a scene episode
-    that fails OGBench's health check (the cube leaves the view) is discarded and retried with the
-    next unused seed, as OGBench's generator does. ``expert_successes`` counts achieved subtasks
-    per kind (``<kind>`` and ``<kind>/started``); ``held_ticks`` counts steps whose applied action
-    was not the one just sent (the command came late and the server held the robot: lower
-    --rate-hz when it is large).
+    ``observation.qvel``). Episode k resets the scene with seed ``cfg.seed + k``, k counting on from
+    the episodes already there with ``--resume``. A scene episode that fails OGBench's health check
+    (the cube leaves the view) is discarded and retried with the next unused seed, as OGBench's
+    generator does; each retry shifts the later episodes' seeds by one, so resuming a run that
+    retried (``retried_episodes``) records that many seeds again. ``expert_successes`` counts
+    achieved subtasks per kind (``<kind>`` and ``<kind>/started``); ``held_ticks`` counts steps
+    whose applied action was not the one just sent (the command came late and the server held the
+    robot: lower --rate-hz when it is large).
 
     Raises:
         UsageError: a bad ``--env``, or OGBench missing.
@@ -287,7 +299,7 @@ def collect_ogbench(
         processes.wait_for_server(address, server)
         recorder = Recorder(address, writer).start()
         with RobotClient(address, name="ogbench-oracle") as client:
-            seed = cfg.seed
+            seed = cfg.seed + recorded_per_task(writer)[PLAY]
             for _ in range(cfg.episodes):
                 while True:
                     state = client.reset(PLAY, seed)

@@ -39,10 +39,9 @@ collect_part() {  # NAME FIRST_SEED EPISODES: a part cut short (a session's end)
     have=$(tether dataset info "$1" --json | python -c 'import json, sys; print(json.load(sys.stdin)["episodes"])')
   fi
   [ "$have" -ge "$3" ] && return 0
-  # episode k is seed FIRST_SEED + k (an unhealthy reset would be retried at the next seed, shifting
-  # the rest by one: none was in 1000 episodes)
+  # episode k is seed FIRST_SEED + k; --resume goes on at the part's next seed
   tether collect "$1" --env ogbench:scene --episodes $(( $3 - have )) --episode-steps 1000 --cameras \
-    --seed $(( $2 + have )) $([ "$have" -gt 0 ] && echo --resume || echo --overwrite)
+    --seed "$2" $([ "$have" -gt 0 ] && echo --resume || echo --overwrite)
 }
 if [ ! -d scene_play ]; then  # two collectors at once (the second from seed HALF), then merged
   HALF=$(( (EPISODES + 1) / 2 ))

@@ -170,7 +170,8 @@ def train(
     start = 0
     ckpt = None if out_dir is None else Path(out_dir) / "checkpoints" / "last.pt"
     if resume and ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False, map_location="cpu")  # moved to the device below
+        # on the CPU (a GPU run resumes anywhere); load_state_dict copies onto the model's device
+        state = torch.load(ckpt, weights_only=False, map_location="cpu")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])

@@ -2,7 +2,7 @@
 of checkpoints taken while the models trained (``checkpoints/policy.pt``, exported and evaluated
 with ``tether eval``).
 
-    python issue5_progress.py OUT.png LABEL=STEP:EVAL_DIR[,STEP:EVAL_DIR...] [LABEL=...]
+    python ogbench_scene_progress.py OUT.png LABEL=STEP:EVAL_DIR[,STEP:EVAL_DIR...] [LABEL=...]
 
 e.g. ``GCBC=65000:mid/eval_gcbc,300000:full/eval_gcbc``. Prints the table and writes the plot
 (success with its 95% Wilson interval, in %, against gradient steps).

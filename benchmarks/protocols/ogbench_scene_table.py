@@ -2,7 +2,7 @@
 published scene-play-v0 numbers (Park et al., ICLR 2025, Table 2; their data is 1000 episodes and
 1M gradient steps, ours is regenerated and smaller).
 
-    python issue5_table.py [EXPERIMENT_DIR]
+    python ogbench_scene_table.py [EXPERIMENT_DIR]
 """
 import json
 import re
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-# eval folder eval_<policy>[_h<H>][_<variant>][_k<K>] -> what it is (issue5_scene.sh names them
+# eval folder eval_<policy>[_h<H>][_<variant>][_k<K>] -> what it is (ogbench_scene_play.sh names them
 # so; _k<K> only tells apart evaluations of one chunk policy with different --action-steps;
 # _ens: --chunk-blend ensemble; _det: --deterministic; a variant starting obj: goals restricted
 # to the objects' state, GOAL_DIMS)

@@ -13,7 +13,7 @@ dataset. With the action dimensions scaled by the dataset's action std, it print
 
 Noise 0 feeds zero initial noise (``tether eval --deterministic``), noise 1 N(0, I) as in eval.
 
-    python benchmarks/protocols/issue5_goal_sensitivity.py /work/exp/scene_play \\
+    python benchmarks/protocols/goal_sensitivity.py /work/exp/scene_play \\
         scene_gcbc/policy.onnx scene_beso/policy.onnx scene_beso/w3.onnx
 """
 

@@ -2,7 +2,7 @@
 # Issue 8 protocol, one MetaWorld task: medium data (noisy scripted expert) -> Cal-QL offline ->
 # offline eval -> STEPS online transitions each for WSRL, RLPD and continued Cal-QL against the
 # simulated robot in real time (80 Hz, over ZeroMQ) -> tether finetune compare.
-# Usage (in an empty experiment folder): issue8_finetune.sh [TASK] [NOISE] [STEPS] ["ALGOS"]
+# Usage (in an empty experiment folder): metaworld_online_finetune.sh [TASK] [NOISE] [STEPS] ["ALGOS"]
 set -e
 export MUJOCO_GL=egl OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 t=${1:-drawer-open-v3}; noise=${2:-1.0}; steps=${3:-50000}; algos=${4:-"wsrl rlpd calql"}

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Issue 8: WSRL again on drawer-open with an evaluation episode (mean action) after every 4 training episodes;
-# run in the folder of issue8_finetune.sh drawer-open-v3 (it reads calql_drawer-open-v3 and the other runs)
+# run in the folder of metaworld_online_finetune.sh drawer-open-v3 (it reads calql_drawer-open-v3 and the other runs)
 export MUJOCO_GL=egl OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 t=drawer-open-v3; port=57601
 tether serve --robot metaworld --tasks $t --max-episode-steps 200 --address tcp://127.0.0.1:$port > serve_eval.log 2>&1 &

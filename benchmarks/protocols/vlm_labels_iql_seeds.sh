@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 6 protocol, more training seeds for one task (after issue6_pipeline.sh made its labels and reward model):
+# Issue 6 protocol, more training seeds for one task (after vlm_labels_iql.sh made its labels and reward model):
 # the same four arms, each trained with --optim.seed S and evaluated on the same 100 episodes.
 set -e
 export MUJOCO_GL=egl OMP_NUM_THREADS=1 MKL_NUM_THREADS=1

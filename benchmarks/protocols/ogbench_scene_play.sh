@@ -3,10 +3,10 @@
 # transformer with hindsight goals, then OGBench's 5 evaluation goals (20 episodes each, a video
 # per goal) for BESO (3 steps, w = 1), BESO with CFG (w = 1.5, 3, 5), GCBC, and BESO's sampler
 # ablations (steps 1/3/10, w 0/1/1.5/3/5, zero initial noise) exported from the same weights.
-# Tabulate with issue5_table.py; issue5_goal_sensitivity.py then measures how far each policy's
+# Tabulate with ogbench_scene_table.py; goal_sensitivity.py then measures how far each policy's
 # action moves with the goal.
 #
-#   [GOAL_DIMS="..."] issue5_scene.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS] [HORIZON] [ACTION_STEPS]
+#   [GOAL_DIMS="..."] ogbench_scene_play.sh [EPISODES] [STEPS] [D_MODEL] [LAYERS] [HORIZON] [ACTION_STEPS]
 #
 # HORIZON > 1 trains both policies on action chunks of that length (--beso.action-horizon) and
 # evaluates them running ACTION_STEPS actions of each chunk (Diffusion Policy's n_action_steps),
@@ -94,6 +94,6 @@ wait
 ARMS="eval_beso$SUF"
 for v in w1.5 w3 w5 w0 steps1 steps10 det; do ARMS="$ARMS eval_beso${SUF}_$v"; done
 tether eval compare eval_gcbc$SUF $ARMS --out compare$SUF > compare$SUF.log 2>&1
-python "$(dirname "$0")/issue5_table.py" .
-python "$(dirname "$0")/issue5_goal_sensitivity.py" scene_play $G/policy.onnx $B/w0.onnx $B/policy.onnx \
+python "$(dirname "$0")/ogbench_scene_table.py" .
+python "$(dirname "$0")/goal_sensitivity.py" scene_play $G/policy.onnx $B/w0.onnx $B/policy.onnx \
   $B/w1.5.onnx $B/w3.onnx $B/w5.onnx

@@ -1,6 +1,6 @@
 """Issue 6 results table from runs6b/<task>/: label accuracy, reward model, success per arm.
 
-Seed 0 of an arm is eval_<arm>/ (issue6_pipeline.sh), seed k is eval_<arm>_s<k>/ (issue6_seeds.sh). Each
+Seed 0 of an arm is eval_<arm>/ (vlm_labels_iql.sh), seed k is eval_<arm>_s<k>/ (vlm_labels_iql_seeds.sh). Each
 arm's cell is the mean success over its seeds, with every seed's success in brackets.
 """
 import json

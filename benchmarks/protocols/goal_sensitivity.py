@@ -1,8 +1,13 @@
-"""Issue 5 diagnostic: how much do a goal-conditioned policy's actions depend on the goal?
+"""Goal sensitivity: how much do a goal-conditioned policy's actions depend on the goal?
+
+Measures, for exported BESO / GCBC policies on a play dataset, how far the goal moves the action
+against how far the sampler's noise moves it (the OGBench scene-play diagnostic of issue 5; ogbench_scene_play.sh
+runs it at the end). Takes seconds to a minute per policy (2000 frames, three policy calls each, about
+1.5 ms per BESO call in onnxruntime) on 2 CPU cores (Intel Xeon @ 2.80 GHz, 24 GB, no GPU).
 
 For N frames of a play dataset, each exported policy (``policy.onnx`` of BESO or GCBC, single
 actions or chunks) is asked for its action twice: with a hindsight goal (a frame 0.5 to 50 s
-ahead in the same episode by default, the goals the issue 5 protocol trains on) and with a goal from a random frame of the
+ahead in the same episode by default, the goals ogbench_scene_play.sh trains on) and with a goal from a random frame of the
 dataset. With the action dimensions scaled by the dataset's action std, it prints:
 
 - nMSE: mean squared error of the hindsight-goal action against the recorded action;

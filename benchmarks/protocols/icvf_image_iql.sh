@@ -1,5 +1,11 @@
 #!/bin/bash
-# Issue 7 runs: IQL on images (+ proprioception) from the ICVF encoder or a random one; one worker takes every K-th job
+# Image IQL from the ICVF encoder against a random one (issue 7): 2 tasks x N = 5/10/25 x 3 seeds x 2 inits,
+# each IQL on the 64x64 corner image plus hand position and gripper, evaluated on 50 episodes; one worker
+# takes every WORKERS-th job, so two workers share two cores. icvf_image_iql_table.py tabulates.
+# Needs the data and icvf/encoder.pt of icvf_video_pretrain.sh.
+# Time on 2 CPU cores (Intel Xeon @ 2.80 GHz, 24 GB, no GPU) at 1500 steps: about 12 min per run per core
+# (an image-IQL step is about 0.1 s), so the 36 runs take about 3.5-4 h with two workers.
+#   icvf_image_iql.sh WORKER WORKERS [STEPS] [icvf|random]
 export MUJOCO_GL=egl OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 worker=$1; workers=$2; steps=${3:-2000}; only=${4:-all}; k=0
 for n in 10 5 25; do for t in drawer-open-v3 button-press-topdown-v3; do for seed in 0 1 2; do for init in icvf random; do

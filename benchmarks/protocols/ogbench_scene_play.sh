@@ -1,5 +1,13 @@
 #!/usr/bin/env bash
-# Issue 5: OGBench scene-play. Play data from OGBench's noisy oracles, BESO and GCBC on the same
+# OGBench scene-play (issue 5): BESO against GCBC from play data, with BESO's sampler and guidance
+# ablations, success on OGBench's 5 evaluation goals x 20 episodes.
+# Time on 2 CPU cores (Intel Xeon @ 2.80 GHz, 24 GB, no GPU): 150 episodes and 100k steps took about
+# 2.5 h (collection 890 s, each training 5430 s, both at once, evaluations 290-585 s per 100 episodes,
+# two at a time); the defaults (150, 40k) about 1.5 h; the full size (1000 300000) is 40-80 min of
+# collection, 4.6-7.3 h of training (11-18 steps/s per model, one core each) and about 40 min of
+# evaluations, so it spans sessions (see below). On a CUDA GPU the trainings use it.
+#
+# Play data from OGBench's noisy oracles, BESO and GCBC on the same
 # transformer with hindsight goals, then OGBench's 5 evaluation goals (20 episodes each, a video
 # per goal) for BESO (3 steps, w = 1), BESO with CFG (w = 1.5, 3, 5), GCBC, and BESO's sampler
 # ablations (steps 1/3/10, w 0/1/1.5/3/5, zero initial noise) exported from the same weights.

@@ -1,4 +1,9 @@
 #!/bin/bash
+# The VLM-labels -> IQL protocol (issue 6) on sweep-into-v3 with 10,000 label pairs (20% flipped) and a
+# 6000-step reward model: does a better reward model lift IQL? Prints the reward model's accuracy and
+# Spearman, then IQL's success over 100 episodes. Needs ds2_sweep-into-v3 (vlm_labels_collect.sh).
+# Time: one labelling, a 6000-step reward model, a 20k-step IQL and 100 episodes on
+# 2 CPU cores (Intel Xeon @ 2.80 GHz, 24 GB, no GPU) (not timed in the notes; under an hour).
 export MUJOCO_GL=egl OMP_NUM_THREADS=1
 t=sweep-into-v3; ds=ds2_$t; out=runs6b/$t/rm10k
 mkdir -p $out

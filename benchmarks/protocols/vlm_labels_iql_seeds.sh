@@ -1,6 +1,9 @@
 #!/bin/bash
-# Issue 6 protocol, more training seeds for one task (after vlm_labels_iql.sh made its labels and reward model):
-# the same four arms, each trained with --optim.seed S and evaluated on the same 100 episodes.
+# More training seeds of the VLM-labels -> IQL protocol (issue 6), one task, after vlm_labels_iql.sh made its
+# labels and reward model: the same four arms, each trained with --optim.seed S and evaluated on the same 100
+# episodes, so vlm_labels_iql_table.py reports means over seeds. Time: four 20k-step trainings and
+# evaluations per seed on 2 CPU cores (Intel Xeon @ 2.80 GHz, 24 GB, no GPU) (not timed in the notes; about an hour a seed).
+#   vlm_labels_iql_seeds.sh TASK SEED...
 set -e
 export MUJOCO_GL=egl OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 t=$1; shift; steps=20000; ds=ds2_$t; out=runs6b/$t

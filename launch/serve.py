@@ -67,6 +67,9 @@ class ServeConfig:
     weights exp(-m i), i = 0 the oldest (ACT's temporal ensembling)."""
     chunk_ensemble_m: float = 0.01
     """m of --chunk-blend ensemble (ACT: 0.01)."""
+    stats_json: Path | None = None
+    """Write the server's counters (ticks, overruns, messages received, rejections by reason,
+    safety clips) to this JSON file when it stops."""
     randomize: str | None = None
     """--robot arm only: domain randomization per episode, a preset (none, default, reality_gap:
     the stand-in real robot) or a JSON file (tether.sim.randomization)."""
@@ -137,3 +140,5 @@ def main(cfg: ServeConfig) -> None:
         signal.signal(sig, lambda *_: stop.set())
     stats = server.run(stop)
     logging.info("stopped: %s", stats)
+    if cfg.stats_json is not None:
+        cfg.stats_json.write_text(json.dumps(stats.to_dict(), indent=1))

@@ -5,8 +5,10 @@ learner (``tether.robot.learner_link``), and takes the new weights the learner s
 
 * Exploration: a stochastic policy samples inside its graph (SAC's exploration policy: the runner
   feeds it standard-normal noise); a deterministic one gets Gaussian noise added here
-  (``exploration_std``, a fraction of each action's half range), clipped to the action limits.
-  The server's safety layer applies to whatever is sent, exploration included.
+  (``exploration_std``, a fraction of each action's half range), clipped to the action limits
+  and passed through the robot's safety layer (``SafetyFilter.limit``: rate, velocity and
+  workspace limits, from the last applied action), so the noisy action sent is the one the
+  server applies. The server's safety layer applies to whatever is sent in any case.
 * Transitions are what the robot did: the action a state reports as applied (after the safety
   layer, or the hold action on a tick without a command), its reward and next observation.
   ``terminal`` is success at an episode's end (tether's simulated robots end an episode there);
@@ -48,6 +50,7 @@ import zmq
 from tether.robot import learner_link
 from tether.robot.client import RobotClient
 from tether.robot.runner import PolicyLoadError, PolicyRunner
+from tether.robot.safety import SafetyFilter
 from tether.robot.spec import RobotSpec, SpecError
 from tether.robot.teleop.intervention import InterventionStop
 
@@ -170,6 +173,7 @@ class Actor:
         self.learner_session = 0
         self._pending: tuple[PolicyRunner, int, int] | None = None  # (runner, version, learner session)
         self._robot_spec: RobotSpec | None = None
+        self._safety: SafetyFilter | None = None
         self._last_hello = 0.0
         self._rng = np.random.default_rng(seed)
         if policy is not None:
@@ -248,14 +252,17 @@ class Actor:
             return self.task
         return runner.tasks[0] if runner.tasks else None
 
-    def _explore(self, action: np.ndarray) -> np.ndarray:
+    def _explore(self, action: np.ndarray, state: dict) -> np.ndarray:
+        """The policy's action with exploration noise, within the robot's safety limits as of
+        ``state`` (the last applied action and observation)."""
         if self.exploration_std <= 0 or self.runner.meta.get("stochastic"):
             return action
         feature = self._robot_spec.action
         low = np.asarray(feature.low if feature.low else [-1.0] * len(action), np.float32)
         high = np.asarray(feature.high if feature.high else [1.0] * len(action), np.float32)
         noisy = action + self._rng.normal(0, self.exploration_std, action.shape) * (high - low) / 2
-        return np.clip(noisy, low, high).astype(np.float32)  # outside the limits the server rejects
+        noisy = np.clip(noisy, low, high).astype(np.float32)  # outside the limits the server rejects
+        return self._safety.limit(noisy, state["action"], state["observation"])
 
     def _send(self, episode: int, task: str | None, chunk: list[tuple], end: dict | None) -> None:
         if not chunk and end is None:
@@ -291,7 +298,7 @@ class Actor:
             elif evaluate:
                 action = self.runner.act(state["observation"], deterministic=True)
             else:
-                action = self._explore(self.runner.act(state["observation"]))
+                action = self._explore(self.runner.act(state["observation"]), state)
             client.send_action(action, state["seq"])
             self.poll_learner()
             queue = [client.next_state()]
@@ -361,6 +368,7 @@ class Actor:
             self.stats.version = 0  # the initial policy file; the learner's versions start at 1
         with RobotClient(self.robot_address, spec=self.runner.spec, name=self.name, keys=self.robot_keys) as client:
             self._robot_spec = client.spec
+            self._safety = SafetyFilter(client.spec)
             self._robot_spec.check_policy(self.runner.spec, (self._task(self.runner),))
             if self.reward is not None:
                 self.reward.check(self._robot_spec)

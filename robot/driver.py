@@ -14,6 +14,22 @@ import numpy as np
 
 from tether.robot.spec import RobotSpec
 
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and gymnasium take non-negative 32-bit seeds
+
+
+def check_reset_args(spec: RobotSpec, task: object, seed: object) -> None:
+    """Check a reset's arguments against the robot before any driver touches them: the task is
+    None or one of ``spec.tasks`` (any name when the robot lists none, as hardware does), the
+    seed None or an int in [0, 2**32 - 1].
+
+    Raises:
+        ValueError: naming the task and the robot's tasks, or the seed and its range.
+    """
+    if task is not None and (not isinstance(task, str) or (spec.tasks and task not in spec.tasks)):
+        raise ValueError(f"unknown task {task!r}; this robot serves {list(spec.tasks)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}] or null, got {seed!r}")
+
 
 @dataclass
 class Observation:
@@ -50,7 +66,12 @@ class Robot(abc.ABC):
 
     @abc.abstractmethod
     def reset(self, task: str | None, seed: int | None) -> Observation:
-        """Start an episode (a simulator resets its scene; hardware moves to its home pose)."""
+        """Start an episode (a simulator resets its scene; hardware moves to its home pose).
+
+        Raises:
+            ValueError: a task the robot does not serve, or a seed outside [0, 2**32 - 1]
+                (``check_reset_args``).
+        """
 
     @abc.abstractmethod
     def act(self, action: np.ndarray) -> None:

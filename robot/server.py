@@ -8,7 +8,11 @@ at each tick applies that command once, else the action chunks' value for the ti
 ``hold()``. State is published on every tick, also between episodes (``done`` true, nothing
 stepped; before the first episode ``episode`` is -1 and ``observation`` empty), so subscribers
 can tell the link is alive. Every message that fails decoding, the handshake, the spec, the
-safety layer or the freshness check is dropped and counted in ``stats.rejected``.
+safety layer or the freshness check is dropped and counted in ``stats.rejected``; no message can
+end the server: an exception while handling one is counted (``handler_error``) and logged, and a
+driver's failure to reset is answered with ``refused``. Frames are bounded before they are decoded
+(``protocol.DecodeLimits.for_robot``: a peer that has not said hello may send a hello and no more),
+so a single frame cannot hold the loop for long.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import zmq
 
 from tether.robot import protocol
 from tether.robot.chunks import ActionChunk, ChunkScheduler
-from tether.robot.driver import Observation, Robot
+from tether.robot.driver import Observation, Robot, check_reset_args
 from tether.robot.safety import SafetyFilter, SafetyViolation
 from tether.robot.security import InsecureBindError, ServerKeys, is_loopback
 from tether.robot.spec import RobotSpec, SpecError, SpecMismatchError
@@ -34,13 +38,17 @@ from tether.robot.spec import RobotSpec, SpecError, SpecMismatchError
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 1000  # actions per chunk
+LOG_EVERY_S = 1.0  # a rejection reason is logged at most once per this many seconds
 
 
 @dataclass
 class ServerStats:
-    """Counters of a server run. ``rejected`` maps a reason to how many messages it dropped."""
+    """Counters of a server run. ``received`` counts every message from a client; ``rejected``
+    maps a reason to how many of them it dropped (the rest were accepted); ``clipped`` counts the
+    safety layer's rejections and clips by limit."""
 
     ticks: int = 0
+    received: int = 0
     overruns: int = 0
     commands_applied: int = 0
     holds: int = 0
@@ -49,6 +57,10 @@ class ServerStats:
     estops: int = 0
     rejected: Counter = field(default_factory=Counter)
     clipped: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        """The counters as plain JSON-able values."""
+        return {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(self).items()}
 
 
 @dataclass
@@ -67,9 +79,12 @@ class RobotServer:
         address: where to bind (see ``protocol.endpoints``).
         rate_hz: control rate; defaults to ``robot.spec.control_rate_hz``.
         max_command_lag: a command answering a state more than this many ticks old is stale and
-            dropped (the robot holds instead).
+            dropped (the robot holds instead); one answering a state not yet published is
+            dropped as ``future_ref``.
         watchdog_s: during an episode, no valid command for this long is logged as a watchdog
             trip (the robot holds on every tick without a command in any case).
+        max_message_bytes: the cap on any frame; the server bounds frames further by what its
+            spec needs (``protocol.DecodeLimits.for_robot``).
         keys: Curve key pair and client allow-list; without them the link is unauthenticated.
         insecure: allow binding a non-loopback address without keys.
         chunk_blend, chunk_ensemble_m, chunk_interpolate: how action chunks are executed
@@ -112,10 +127,15 @@ class RobotServer:
         self.max_command_lag = max_command_lag
         self.lockstep = lockstep
         self.watchdog_s = watchdog_s
-        self.max_message_bytes = max_message_bytes
+        # peers that said hello may send up to a chunk; others a hello and no more
+        self.limits = protocol.DecodeLimits.for_robot(self.spec, MAX_CHUNK, max_message_bytes)
+        self.hello_limits = protocol.DecodeLimits.for_robot(self.spec, MAX_CHUNK, max_message_bytes,
+                                                            handshaken=False)
+        self.max_message_bytes = self.limits.max_bytes
         self.stats = ServerStats()
         self.session = secrets.randbits(62)  # tells clients that a restarted server is a new one
-        self.safety = SafetyFilter(self.spec)
+        self.safety = SafetyFilter(self.spec, self.period)
+        self._logged: dict[str, float] = {}  # reason -> when it was last logged
         self.stats.clipped = self.safety.counts
         self._clients: set[bytes] = set()
         self._controllers: set[bytes] = set()
@@ -139,40 +159,58 @@ class RobotServer:
         self.ready = threading.Event()
 
     # ----------------------------------------------------------------------------- network side
+    def _reject(self, reason: str, detail: object = "") -> None:
+        """Count a dropped message under ``reason``; log it at most once per reason per second."""
+        self.stats.rejected[reason] += 1
+        now = time.monotonic()
+        if now - self._logged.get(reason, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged[reason] = now
+            log.warning("dropped a message (%s, %d so far): %s", reason, self.stats.rejected[reason], detail)
+
     def _handle(self, identity: bytes, frame: bytes) -> None:
-        if len(frame) > self.max_message_bytes:
-            self.stats.rejected["too_large"] += 1
+        self.stats.received += 1
+        known = identity in self._clients
+        limits = self.limits if known else self.hello_limits
+        if len(frame) > limits.max_bytes:
+            self._reject("too_large", f"{len(frame)} bytes, limit {limits.max_bytes}"
+                         + ("" if known else " before a hello"))
             return
         try:
-            msg = protocol.decode(frame, self.max_message_bytes)
-        except protocol.ProtocolError as e:
-            self.stats.rejected["malformed"] += 1
-            log.debug("dropped a malformed message: %s", e)
+            msg = protocol.decode(frame, limits=limits)
+        except (protocol.ProtocolError, ValueError) as e:
+            self._reject("malformed", e)
             return
+        try:
+            self._dispatch(identity, msg)
+        except Exception as e:  # a bug must not end the control loop: the robot would be left
+            self._reject("handler_error", f"{msg['type']}: {type(e).__name__}: {e}")
+            log.debug("handler error", exc_info=True)
+
+    def _dispatch(self, identity: bytes, msg: dict) -> None:
         kind = msg["type"]
         if kind == "hello":
             self._hello(identity, msg)
         elif identity not in self._clients:
-            self.stats.rejected["no_handshake"] += 1
+            self._reject("no_handshake", kind)
         elif kind == "heartbeat":
             pass
         elif kind == "estop":  # any connected client may stop the robot
             self._trip_estop(msg["reason"])
         elif identity not in self._controllers:
-            self.stats.rejected["not_a_controller"] += 1
+            self._reject("not_a_controller", kind)
         elif kind == "command":
             self._accept_command(msg)
         elif kind == "chunk":
             self._accept_chunk(msg)
         elif kind == "reset":
-            self._reset_request = (identity, msg["task"], msg["seed"])
+            self._request_reset(identity, msg)
         elif kind == "clear_estop":
             if self._estop:
                 self._estop = False
                 self._events.append("estop_cleared")
                 log.warning("e-stop cleared")
         else:
-            self.stats.rejected["unexpected_type"] += 1
+            self._reject("unexpected_type", kind)
 
     def _reply(self, identity: bytes, msg_type: str, **fields) -> None:
         self._router.send_multipart([identity, protocol.encode(msg_type, self._seq, **fields)])
@@ -184,8 +222,7 @@ class RobotServer:
             if msg["spec"] is not None:
                 self.spec.check_policy(RobotSpec.from_dict(msg["spec"]))
         except (SpecMismatchError, SpecError, ValueError) as e:
-            self.stats.rejected["handshake"] += 1
-            log.warning("refused client %r: %s", msg["client"], e)
+            self._reject("handshake", f"client {msg['client']!r}: {e}")
             self._reply(identity, "refused", reason=str(e))
             return
         self._clients.add(identity)
@@ -207,21 +244,29 @@ class RobotServer:
             self._estop_pending = True
             log.error("E-STOP: %s (latched until a controller sends clear_estop)", reason)
 
+    def _fresh(self, ref_seq: int) -> bool:
+        """Whether a command answering state ``ref_seq`` may run now; counts it if not."""
+        if ref_seq > self._seq:
+            self._reject("future_ref", f"ref_seq {ref_seq}, last state {self._seq}")
+            return False
+        if self._seq - ref_seq > self.max_command_lag:
+            self._reject("stale", f"ref_seq {ref_seq}, last state {self._seq}")
+            return False
+        return True
+
     def _accept_command(self, msg: dict) -> None:
         if self._estop:
-            self.stats.rejected["estop"] += 1
+            self._reject("estop", "command")
             return
         if self._done:
-            self.stats.rejected["no_episode"] += 1
+            self._reject("no_episode", "command")
             return
         try:
             action = self.safety.check(msg["action"])
         except SafetyViolation as e:
-            self.stats.rejected["invalid_action"] += 1
-            log.debug("dropped a command: %s", e)
+            self._reject("invalid_action", e)
             return
-        if self._seq - msg["ref_seq"] > self.max_command_lag:
-            self.stats.rejected["stale"] += 1
+        if not self._fresh(msg["ref_seq"]):
             return
         self._command = self._received(action, msg["ref_seq"])
         self._chunks.clear()  # latest wins: a single command replaces any plan in flight
@@ -236,7 +281,7 @@ class RobotServer:
 
     def _accept_chunk(self, msg: dict) -> None:
         if self._estop or self._done:
-            self.stats.rejected["estop" if self._estop else "no_episode"] += 1
+            self._reject("estop" if self._estop else "no_episode", "chunk")
             return
         actions, t0, dt = msg["actions"], msg["t0"], msg["dt"]
         shape = self.spec.action.shape
@@ -244,19 +289,18 @@ class RobotServer:
             actions.ndim != len(shape) + 1 or actions.shape[1:] != shape
             or not 1 <= len(actions) <= MAX_CHUNK or not (np.isfinite(t0) and 0 < dt < 10)
         ):
-            self.stats.rejected["invalid_chunk"] += 1
+            self._reject("invalid_chunk", f"shape {actions.shape}, t0 {t0}, dt {dt}")
             return
         try:
             checked = np.stack([self.safety.check(a) for a in actions])
-        except SafetyViolation:
-            self.stats.rejected["invalid_action"] += 1
+        except SafetyViolation as e:
+            self._reject("invalid_action", e)
             return
-        if self._seq - msg["ref_seq"] > self.max_command_lag:
-            self.stats.rejected["stale"] += 1
+        if not self._fresh(msg["ref_seq"]):
             return
         chunk = ActionChunk(checked, t0, dt)
         if chunk.end < time.monotonic():
-            self.stats.rejected["expired"] += 1
+            self._reject("expired", f"chunk ended at {chunk.end:.3f} s")
             return
         self._command = None  # the newest message wins
         self._chunk_command = self._received(checked[0], msg["ref_seq"])
@@ -288,11 +332,23 @@ class RobotServer:
                 except zmq.Again:
                     break
                 if len(parts) != 2:
-                    self.stats.rejected["malformed"] += 1
+                    self.stats.received += 1
+                    self._reject("malformed", f"{len(parts) - 1} frames in one message")
                     continue
                 self._handle(parts[0], parts[1])
                 if self.lockstep and self._ready_early():
                     return
+
+    def _request_reset(self, identity: bytes, msg: dict) -> None:
+        """Check a reset's task and seed now (refused at once if they do not fit the robot), run
+        it at the next tick."""
+        try:
+            check_reset_args(self.spec, msg["task"], msg["seed"])
+        except ValueError as e:
+            self._reject("bad_reset", e)
+            self._reply(identity, "refused", reason=f"reset refused: {e}")
+            return
+        self._reset_request = (identity, msg["task"], msg["seed"])
 
     # ------------------------------------------------------------------------------ robot side
     def _reset(self) -> None:
@@ -303,8 +359,11 @@ class RobotServer:
             return
         try:
             self._obs = self.robot.reset(task, seed)
-        except (ValueError, RuntimeError) as e:
-            self._reply(identity, "refused", reason=f"reset failed: {e}")
+        except Exception as e:  # the driver's own check or fault: the client hears it, the loop runs
+            # an episode cut by a failed reset does not go on: the scene may be half reset
+            self._done = True
+            self._reject("reset_failed", f"{type(e).__name__}: {e}")
+            self._reply(identity, "refused", reason=f"reset failed: {type(e).__name__}: {e}")
             return
         self._episode += 1
         self._step = 0
@@ -401,8 +460,8 @@ class RobotServer:
         self._pub = ctx.socket(zmq.PUB)
         auth = None if self.keys is None else self.keys.secure(ctx, [self._router, self._pub])
         self._router.setsockopt(zmq.LINGER, 0)
-        # Counted and dropped above max_message_bytes; cut off by ZeroMQ itself (before it is
-        # buffered whole) only beyond 4x, so a huge frame cannot exhaust memory.
+        # Counted and dropped above the limit; cut off by ZeroMQ itself (before it is buffered
+        # whole) only beyond 4x, so a huge frame cannot exhaust memory or time.
         self._router.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.setsockopt(zmq.SNDHWM, 10_000)

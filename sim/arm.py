@@ -424,8 +424,8 @@ def arm_spec(
 ) -> RobotSpec:
     """The robot spec of the simulated OpenMANIPULATOR-X serving ``tasks`` in ``action_mode``.
 
-    Safety: joint mode bounds the change per tick to the velocity limit; ee_delta mode keeps the
-    tool point inside ``WORKSPACE_LOW``/``WORKSPACE_HIGH``.
+    Safety: joint mode bounds the joints' commanded speed to ``JOINT_VEL_LIMIT`` (rad/s); ee_delta
+    mode keeps the tool point inside ``WORKSPACE_LOW``/``WORKSPACE_HIGH``.
 
     Raises:
         UnknownTaskError: an unknown task or action mode.
@@ -440,7 +440,7 @@ def arm_spec(
             "uint8", (image_size, image_size, 3), unit="pixel"
         )
     if action_mode == "joint":
-        safety = SafetySpec(max_delta_per_tick=(MAX_JOINT_STEP,) * 4)
+        safety = SafetySpec(max_velocity=(JOINT_VEL_LIMIT,) * 4)
     else:
         safety = SafetySpec(
             workspace_low=WORKSPACE_LOW, workspace_high=WORKSPACE_HIGH,

@@ -21,7 +21,7 @@ import logging
 
 import numpy as np
 
-from tether.robot.driver import Observation, Robot
+from tether.robot.driver import Observation, Robot, check_reset_args
 from tether.robot.spec import RobotSpec
 
 
@@ -104,9 +104,8 @@ class ArmRobot(Robot):
         return Observation(values, **kw)
 
     def reset(self, task: str | None, seed: int | None) -> Observation:
+        check_reset_args(self.spec, task, seed)
         name = task or self.spec.tasks[0]
-        if name not in self.spec.tasks:
-            raise ValueError(f"task {name!r} is not served by this robot: {list(self.spec.tasks)}")
         if not self._tasks:
             self.connect()
         self._task = self._tasks[name]

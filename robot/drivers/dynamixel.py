@@ -2,8 +2,9 @@
 low-cost arms), through ROBOTIS' ``dynamixel_sdk`` (Protocol 2.0).
 
 Observation ``observation.state``: joint positions (rad). Action: goal joint positions (rad),
-bounded by the configured joint limits; the safety layer bounds the change per tick to
-``max_velocity_rad_s / rate``. All joints are read with one Sync Read of Present Position and
+bounded by the configured joint limits; the safety layer bounds the joints' commanded speed to
+``max_velocity_rad_s`` (``SafetySpec.max_velocity``: a change of at most that / the loop's rate
+per tick). All joints are read with one Sync Read of Present Position and
 commanded with one Sync Write of Goal Position per tick.
 
 Set-up (Linux): install ``pip install 'tether[dynamixel]'``; plug in the U2D2 (or any USB-serial
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tether.robot.driver import Observation, Robot
+from tether.robot.driver import Observation, Robot, check_reset_args
 from tether.robot.spec import Feature, RobotSpec, SafetySpec
 
 # X-series control table (ROBOTIS e-Manual): address, size in bytes.
@@ -80,16 +81,15 @@ class DynamixelConfig:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} servos")
 
     def spec(self) -> RobotSpec:
-        """The arm's robot spec: joint positions in rad, limits, rate, per-tick change bound."""
+        """The arm's robot spec: joint positions in rad, limits, rate, joint velocity limit."""
         n = len(self.ids)
-        max_step = self.max_velocity_rad_s / self.rate_hz
         return RobotSpec(
             self.robot_type,
             self.rate_hz,
             {"observation.state": Feature("float32", (n,), self.joint_names, "rad")},
             Feature("float32", (n,), self.joint_names, "rad", low=self.low, high=self.high),
             tasks=self.tasks,
-            safety=SafetySpec(max_delta_per_tick=(max_step,) * n),
+            safety=SafetySpec(max_velocity=(self.max_velocity_rad_s,) * n),
         )
 
 
@@ -178,6 +178,7 @@ class DynamixelArm(Robot):
 
     # ----------------------------------------------------------------------- Robot interface
     def reset(self, task: str | None, seed: int | None) -> Observation:
+        check_reset_args(self.spec, task, seed)
         if self.config.home is not None and not self.config.passive:
             # Move home through the same per-tick limit the safety layer uses, never in one jump.
             home = np.asarray(self.config.home, np.float32)

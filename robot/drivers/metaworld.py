@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tether.robot.driver import Observation, Robot
+from tether.robot.driver import Observation, Robot, check_reset_args
 from tether.robot.spec import RobotSpec
 
 # MetaWorld's corner cameras are mounted upside down in its MJCF: their frames are rotated 180°.
@@ -79,9 +79,8 @@ class MetaWorldRobot(Robot):
         return Observation(values, **kw)
 
     def reset(self, task: str | None, seed: int | None) -> Observation:
+        check_reset_args(self.spec, task, seed)
         name = task or self.spec.tasks[0]
-        if name not in self.spec.tasks:
-            raise ValueError(f"task {name!r} is not served by this robot: {list(self.spec.tasks)}")
         self._task = self._env(name)
         self._gripper = 0.0
         state = self._task.reset(0 if seed is None else seed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tether.robot.driver import Observation, Robot
+from tether.robot.driver import Observation, Robot, check_reset_args
 from tether.robot.spec import RobotSpec
 
 
@@ -45,6 +45,7 @@ class OGBenchRobot(Robot):
             self.sim.build(kind)
 
     def reset(self, task: str | None, seed: int | None) -> Observation:
+        check_reset_args(self.spec, task, seed)
         values = self.sim.reset(task or self.spec.tasks[0], 0 if seed is None else seed)
         self._last = Observation(values)
         return self._last

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tether.robot.driver import Observation, Robot
+from tether.robot.driver import Observation, Robot, check_reset_args
 from tether.robot.spec import Feature, RobotSpec
 
 TASK = "reach-origin"
@@ -48,8 +48,7 @@ class PointMassRobot(Robot):
         self.connected = True
 
     def reset(self, task: str | None, seed: int | None) -> Observation:
-        if task not in (None, TASK):
-            raise ValueError(f"unknown task {task!r}; the point mass knows {TASK!r}")
+        check_reset_args(self.spec, task, seed)
         rng = np.random.default_rng(seed)
         self.state = np.concatenate([rng.uniform(-0.5, 0.5, 2), np.zeros(2)]).astype(np.float32)
         self.steps = 0

@@ -199,3 +199,26 @@ def test_restarted_actor_gets_weights_and_the_learner_keeps_its_buffer(tmp_path,
     assert second.stats.version == learner.version == 1  # got the current weights at once
     assert len(learner.online) == first.stats.steps + second.stats.steps  # nothing dropped
     assert len(learner.episodes) == 3
+
+
+def test_exploration_noise_passes_the_robots_safety_layer(tmp_path):
+    from dataclasses import replace
+
+    from tether.policies.mlp import MlpPolicy
+    from tether.robot.safety import SafetyFilter
+    from tether.robot.spec import SafetySpec
+
+    torch.manual_seed(0)
+    path = export_policy(MlpPolicy(4, 2, 1), NORMALIZER, pointmass_spec(RATE), [TASK], tmp_path / "mlp.onnx")
+    actor = Actor(free_tcp_address(), free_tcp_address(), tmp_path, policy=path, exploration_std=0.5)
+    assert not actor.runner.meta.get("stochastic")
+    # the robot bounds the change per tick to 0.05 and the speed to 1.5 m/s/s (0.03 per tick)
+    actor._robot_spec = replace(pointmass_spec(RATE), safety=SafetySpec(max_delta_per_tick=(0.05, 0.05),
+                                                                        max_velocity=(1.5, 1.5)))
+    actor._safety = SafetyFilter(actor._robot_spec)
+    last = np.array([0.2, -0.2], np.float32)
+    state = {"action": last, "observation": {"observation.state": np.zeros(4, np.float32)}}
+    steps = [actor._explore(np.zeros(2, np.float32), state) - last for _ in range(200)]
+    assert np.abs(steps).max() <= 0.03 + 1e-6 and np.abs(steps).max() > 0.029  # noisy, within the limit
+    assert actor._safety.counts["velocity_limited"] > 0
+    actor.link.close()

@@ -98,3 +98,40 @@ def test_rate_limit_applies_inside_the_server(serve, commanded):
             applied = commanded(client)["action"]
     np.testing.assert_allclose(applied, [0.1, -0.1])
     assert server.stats.clipped["rate_limited"] == 1
+
+
+def test_velocity_limit_holds_at_the_rate_the_loop_runs():
+    # 1 unit/s: 0.01 per tick at 100 Hz (the spec's rate), 0.02 per tick on a 50 Hz loop
+    for period, step in ((None, 0.01), (0.02, 0.02)):
+        f = SafetyFilter(spec(max_velocity=(1.0, 1.0, 1.0)), period_s=period)
+        out = f.limit(np.array([0.5, -0.5, 0.005], np.float32), np.zeros(3, np.float32), None)
+        np.testing.assert_allclose(out, [step, -step, 0.005], rtol=1e-6)
+        assert f.counts["velocity_limited"] == 1
+    # both limits apply: the tighter one wins on each element
+    f = SafetyFilter(spec(max_delta_per_tick=(0.005, 1.0, 1.0), max_velocity=(1.0, 1.0, 1.0)))
+    np.testing.assert_allclose(f.limit(np.ones(3, np.float32), np.zeros(3, np.float32), None), [0.005, 0.01, 0.01],
+                               rtol=1e-6)
+    assert f.counts["rate_limited"] == 1 and f.counts["velocity_limited"] == 1
+
+
+def test_workspace_clips_absolute_targets_into_the_box():
+    f = SafetyFilter(spec(workspace_low=(-0.5, -0.5, 0.0), workspace_high=(0.5, 0.5, 0.8),
+                          ee_state_names=("ee_x", "ee_y", "ee_z"), ee_action_axes=(0, 1, 2),
+                          ee_action_kind="absolute"))
+    out = f.limit(np.array([0.9, 0.1, -0.2], np.float32), None, None)
+    np.testing.assert_allclose(out, [0.5, 0.1, 0.0])
+    assert f.counts["workspace_clipped"] == 1
+    inside = np.array([0.2, -0.1, 0.4], np.float32)
+    assert f.limit(inside, None, None) is inside
+
+
+@pytest.mark.parametrize("safety, message", [
+    (dict(max_velocity=(1.0, 1.0)), "max_velocity has 2 entries"),
+    (dict(max_velocity=(-1.0, 1.0, 1.0)), "finite and >= 0"),
+    (dict(ee_action_kind="joint"), "ee_action_kind"),
+    (dict(workspace_low=(0, 0), workspace_high=(1, 1), ee_state_names=("ee_x", "ee_y"), ee_action_axes=(0, 5)),
+     "one entry per axis"),
+])
+def test_safety_limits_that_do_not_fit_the_action_are_spec_errors(safety, message):
+    with pytest.raises(SpecError, match=message):
+        SafetyFilter(spec(**safety))

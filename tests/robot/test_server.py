@@ -63,7 +63,10 @@ def test_bad_commands_are_dropped_and_counted_while_the_loop_runs(pointmass_serv
         client.send_action(np.array([np.nan, 0.0]), state["seq"])
         client.send_action(np.array([5.0, 0.0]), state["seq"])
         client.send_action(np.zeros(3), state["seq"])
-        client.send_action(np.zeros(2), state["seq"] - 100)  # stale
+        later = client.next_state()
+        while later["seq"] < 5:  # a fresh server: wait until a 4-tick-old state exists
+            later = client.next_state()
+        client.send_action(np.zeros(2), later["seq"] - 4)  # stale: more than 3 ticks old
         client._dealer.send(b"\x00not msgpack")
         client._dealer.send(msgpack.packb({"v": 1, "type": "command", "seq": 1, "t": 0.0}))
         time.sleep(0.2)

@@ -82,3 +82,34 @@ def test_check_policy_lists_every_difference():
                      "observation.images.wrist: the policy needs it", "action.names",
                      "tasks ['t3']"):
         assert expected in text
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d.update(action=np.zeros(3)),
+    lambda d: d.update(action=[1, 2]),
+    lambda d: d.update(observation=np.zeros(2)),
+    lambda d: d["observation"].update({"observation.state": np.zeros((), np.float32)}),
+    lambda d: d["observation"].update({"observation.state": {"dtype": "float32", "shape": "3"}}),
+    lambda d: d["observation"].update({"observation.state": {"dtype": "float32", "shape": [True]}}),
+    lambda d: d["observation"].update({"observation.state": {"dtype": "V99999999", "shape": [3]}}),
+    lambda d: d["observation"].update({"observation.state": {"dtype": "float32", "shape": [1, 1, 1, 1, 1]}}),
+    lambda d: d["action"].update(names=[1, 2]),
+    lambda d: d["action"].update(low=[float("nan"), 0.0]),
+    lambda d: d["action"].update(high=None, low=[0.0]),
+    lambda d: d["action"].update(unit=3),
+    lambda d: d.update(control_rate_hz=float("inf")),
+    lambda d: d.update(control_rate_hz=-5),
+    lambda d: d.update(control_rate_hz=True),
+    lambda d: d.update(tasks="t1"),
+    lambda d: d.update(tasks=[None]),
+    lambda d: d.update(robot_type=None),
+    lambda d: d.update(safety={"max_delta_per_tick": "fast"}),
+    lambda d: d.update(safety={"ee_action_axes": [0.5]}),
+    lambda d: d.update(safety=[]),
+    lambda d: d.update({1: 2}) or d.pop("action"),
+])
+def test_every_malformed_spec_is_a_spec_error_and_nothing_else(mutate):
+    d = make_spec().to_dict()
+    mutate(d)
+    with pytest.raises(SpecError):
+        RobotSpec.from_dict(d)

@@ -1,8 +1,8 @@
-"""``tether bench loop|record|policy|sim|finetune``: benchmarks of the deployment path, of the
-vectorized simulation and of online fine-tuning, each with its baselines.
+"""``tether bench loop|record|policy|sim|finetune|fuzz``: benchmarks of the deployment path, of the
+vectorized simulation and of online fine-tuning, each with its baselines, and the link's fuzzer.
 
 ``record`` is in ``bench_record.py``, ``policy`` in ``bench_policy.py``, ``sim`` in ``bench_sim.py``,
-``finetune`` in ``bench_finetune.py``. ``loop`` measures the timing of the robot link with a policy
+``finetune`` in ``bench_finetune.py``, ``fuzz`` in ``bench_fuzz.py``. ``loop`` measures the timing of the robot link with a policy
 in the loop, and its baselines.
 
 A point-mass robot server runs in its own process at ``--rate``; this process plays the policy
@@ -32,6 +32,8 @@ import tyro
 
 from tether.launch import processes
 from tether.launch.bench_finetune import FinetuneBench, bench_finetune
+from tether.launch.bench_fuzz import FuzzBench, bench_fuzz
+from tether.launch.bench_fuzz import print_result as print_fuzz
 from tether.launch.bench_finetune import print_result as print_finetune
 from tether.launch.bench_policy import PolicyBench, bench_policy
 from tether.launch.bench_policy import print_result as print_policy
@@ -170,7 +172,8 @@ def bench_loop(cmd: LoopBench) -> dict:
 class BenchCommand:
     """Benchmarks: the control loop (rate, jitter, policy latency), recording (dropped frames),
     a policy's inference (ms per action, onnxruntime vs torch), the vectorized sim (env
-    steps/s vs SyncVectorEnv and raw MuJoCo), or the actor's control rate while a learner trains."""
+    steps/s vs SyncVectorEnv and raw MuJoCo), the actor's control rate while a learner trains, or
+    the robot link under a fuzzer (server exits, rejections by reason, tick periods)."""
 
     bench: tyro.conf.OmitArgPrefixes[tyro.conf.OmitSubcommandPrefixes[Union[
         Annotated[LoopBench, tyro.conf.subcommand("loop")],
@@ -178,15 +181,17 @@ class BenchCommand:
         Annotated[PolicyBench, tyro.conf.subcommand("policy")],
         Annotated[SimBench, tyro.conf.subcommand("sim")],
         Annotated[FinetuneBench, tyro.conf.subcommand("finetune")],
+        Annotated[FuzzBench, tyro.conf.subcommand("fuzz")],
     ]]]
 
 
 def main(command: BenchCommand) -> None:
     """Entry point of ``tether bench``: run the chosen benchmark, print its summary (or its JSON)."""
     cmd = command.bench
-    if isinstance(cmd, (RecordBench, PolicyBench, SimBench, FinetuneBench)):
+    if isinstance(cmd, (RecordBench, PolicyBench, SimBench, FinetuneBench, FuzzBench)):
         run, show = {RecordBench: (bench_record, print_record), PolicyBench: (bench_policy, print_policy),
-                     SimBench: (bench_sim, print_sim), FinetuneBench: (bench_finetune, print_finetune)}[type(cmd)]
+                     SimBench: (bench_sim, print_sim), FinetuneBench: (bench_finetune, print_finetune),
+                     FuzzBench: (bench_fuzz, print_fuzz)}[type(cmd)]
         result = run(cmd)
         print(json.dumps(result, indent=2)) if cmd.json else show(result)
         return

@@ -1,0 +1,45 @@
+"""``tether bench fuzz`` against real ``tether serve`` processes: a short run in the default suite,
+issue 24's full targets (100k mutated messages per server, big frames, 500 Hz) in the slow one."""
+
+import json
+
+import pytest
+
+from tether.launch.bench_fuzz import FuzzBench, LinkFuzzer, bench_fuzz
+from tether.robot import protocol
+from tether.robot.drivers.pointmass import pointmass_spec
+
+
+def test_the_fuzzer_mutates_every_part_of_the_link():
+    fuzzer = LinkFuzzer(pointmass_spec(100.0), 9000, seed=1)
+    frames = [fuzzer.frames() for _ in range(3000)]
+    assert {"mutated_message", "truncated", "bit_flipped", "multipart", "random_bytes"} <= set(fuzzer.kinds)
+    assert any(k.startswith("costly_") for k in fuzzer.kinds)
+    decoded = valid = 0
+    for parts in frames:
+        try:
+            protocol.decode(parts[0])
+            valid += 1
+        except (protocol.ProtocolError, ValueError):
+            decoded += 1
+    assert 0.1 < valid / len(frames) < 0.6  # valid messages reach the deep paths, most are refused
+
+
+def test_a_short_fuzz_leaves_the_server_running_with_every_message_counted(tmp_path):
+    result = bench_fuzz(FuzzBench(robots=("pointmass",), messages=3000, big_frames=False, out=tmp_path))
+    server = result["servers"][0]
+    assert server["checks"]["never_exited"] and server["checks"]["every_message_counted"], server
+    assert server["checks"]["controller_kept_up"], server["controller_error"]
+    assert server["server"]["rejected"]["malformed"] > 500
+    assert json.loads((tmp_path / "fuzz.json").read_text())["servers"][0]["messages"] == 3000
+    assert (tmp_path / "fuzz_periods.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_issue24_targets_hold_under_100k_mutated_messages_per_server(tmp_path):
+    result = bench_fuzz(FuzzBench(messages=100_000, out=tmp_path / "servers"))
+    for server in result["servers"]:
+        assert all(server["checks"].values()), (server["robot"], server["checks"])
+    fast = bench_fuzz(FuzzBench(robots=("pointmass",), rate_hz=500.0, messages=100_000, big_frames=False,
+                                out=tmp_path / "500hz"))["servers"][0]
+    assert all(fast["checks"].values()), fast["checks"]

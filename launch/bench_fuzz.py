@@ -367,10 +367,23 @@ def _periods_us(periods: list[float]) -> dict:
             "n": int(a.size)}
 
 
+def _unbounded_decode_ms(frame: bytes) -> float:
+    """The baseline: ms to decode ``frame`` as the server did before ``DecodeLimits`` (the stall
+    one such frame caused in the control loop)."""
+    t0 = time.perf_counter()
+    try:
+        protocol.decode(frame)
+    except (protocol.ProtocolError, ValueError):
+        pass
+    return 1e3 * (time.perf_counter() - t0)
+
+
 def _big_frames(address: str, spec: RobotSpec, observer: _Observer) -> list[dict]:
-    """Issue 24's single frames, before and after a hello: the worst tick period after each."""
+    """Issue 24's single frames, before and after a hello: the worst tick period after each, and
+    the baseline (the frame's decoding time without limits, measured here)."""
     ctx = zmq.Context.instance()
     cases = [("arrays", 16_000_000), ("ints", 16_000_000), ("keys", 15_000_000)]
+    baseline = {kind: _unbounded_decode_ms(costly_frame(kind, size)) for kind, size in cases}
     results = []
     for handshaken in (False, True):
         for kind, size in cases:
@@ -382,7 +395,8 @@ def _big_frames(address: str, spec: RobotSpec, observer: _Observer) -> list[dict
             time.sleep(1.0)
             window = observer.periods[start:]
             results.append({"frame": kind, "bytes": len(frame), "after_hello": handshaken,
-                            "max_period_ms": 1e3 * max(window) if window else math.nan, "ticks": len(window)})
+                            "max_period_ms": 1e3 * max(window) if window else math.nan, "ticks": len(window),
+                            "unbounded_decode_ms": baseline[kind]})
             sock.close()
     return results
 
@@ -525,5 +539,6 @@ def print_result(result: dict) -> None:
               f"p99 {p.get('p99', 0) / 1e3:.2f} ms, max {p.get('max', 0) / 1e3:.2f} ms")
         for b in r.get("big_frames", []):
             print(f"  {b['frame']} frame of {b['bytes'] / 2**20:.1f} MiB "
-                  f"{'after' if b['after_hello'] else 'before'} hello: worst period {b['max_period_ms']:.1f} ms")
+                  f"{'after' if b['after_hello'] else 'before'} hello: worst period {b['max_period_ms']:.1f} ms "
+                  f"(decoding it without limits: {b['unbounded_decode_ms']:.0f} ms)")
         print(f"  checks: {r['checks']}")

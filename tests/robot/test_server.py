@@ -150,3 +150,28 @@ def test_lockstep_ticks_as_soon_as_the_controller_answers_and_holds_without_it(s
                 state = client.next_state()
                 assert state["timing"]["command_latency_s"] is None
             assert time.monotonic() - t0 > 0.2
+
+
+def test_a_1khz_server_answers_and_a_client_reads_every_tick(tmp_path):
+    # A 1 kHz loop waits less than a millisecond between ticks: one that polled its socket only in
+    # whole milliseconds never read it, and no client could connect (issue 21).
+    from tether.launch import processes
+
+    address = processes.free_tcp_address()
+    server = processes.start(["serve", "--robot", "pointmass", "--address", address, "--rate-hz", "1000",
+                              "--max-episode-steps", "600"], tmp_path / "serve.log")
+    try:
+        processes.wait_for_server(address, server, timeout_s=30)
+        with RobotClient(address, spec=pointmass_spec(1000.0), timeout_s=5) as client:
+            state = client.reset("reach-origin", 0)
+            seqs, answered = [state["seq"]], 0
+            while not state["done"]:
+                pos = state["observation"]["observation.state"][:2]
+                client.send_action(np.clip(-4 * pos, -1, 1), state["seq"])
+                state = client.next_state()
+                seqs.append(state["seq"])
+                answered += state["timing"]["command_latency_s"] is not None
+    finally:
+        assert processes.stop(server) == 0
+    assert state["done"] and state["step"] == len(seqs) - 1 and np.diff(seqs).max() == 1  # every tick read
+    assert answered > 300  # most ticks ran a command that answered a state of this loop

@@ -21,8 +21,9 @@ For each robot a server runs in its own process; this process plays its clients:
   around each.
 
 A server passes when it never exits, its stats account for every message (``received``, by
-rejection reason), it exits cleanly on SIGINT, it keeps 99% of its control rate (the fuzzer's valid
-resets included: ``reset_seconds`` says how long the driver spent in them) and no big frame stretches a tick period past two
+rejection reason), it exits cleanly on SIGINT, it keeps 99% of its control rate over the ticks that
+hold no driver reset (the fuzzer's valid resets take what the driver's reset takes: MetaWorld's
+~20 ms; ``achieved_rate_hz`` and ``reset_seconds`` give the whole) and no big frame stretches a tick period past two
 periods. Reported per robot: messages/s, achieved control rate, tick period p50/p99/max during the
 fuzz, and the worst period while big frames arrive.
 """
@@ -102,11 +103,14 @@ class LinkFuzzer:
             go up to twice this size.
         seed: seed of the mutations.
         last_state: called for the latest state (seq, t) seen, so that some commands are fresh.
+        types: the client message types it sends (default all; a fuzzer beside a controller that
+            must keep its episode leaves out hello, reset, estop and clear_estop).
     """
 
     def __init__(self, spec: RobotSpec, max_bytes: int, seed: int = 0,
-                 last_state=lambda: (0, 0.0)):
+                 last_state=lambda: (0, 0.0), types: tuple[str, ...] = _CLIENT_TYPES):
         self.spec, self.max_bytes, self.last_state = spec, max_bytes, last_state
+        self.types = tuple(types)
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         feature = spec.action
@@ -215,7 +219,7 @@ class LinkFuzzer:
     def mutated_body(self) -> dict:
         """A message body: a valid message of a random type with 0-3 field mutations."""
         r = self.rng
-        kind = r.choice(_CLIENT_TYPES)
+        kind = r.choice(self.types)
         body = {"v": protocol.PROTOCOL_VERSION, "type": kind, "seq": r.randint(0, 2**31), "t": time.monotonic(),
                 **self.valid(kind)}
         for _ in range(r.choice((0, 0, 1, 1, 2, 3))):
@@ -230,9 +234,11 @@ class LinkFuzzer:
             elif op == 3:
                 body[str(self.edge_value())[:32]] = self.edge_value()
             elif op == 4:
-                body["type"] = r.choice(_CLIENT_TYPES)  # the fields of another type
+                body["type"] = r.choice(self.types)  # the fields of another type
             else:
                 body["v"] = r.choice((0, 2, -1, "1", 1.0, None))
+        if isinstance(body.get("type"), str) and body["type"] in _CLIENT_TYPES and body["type"] not in self.types:
+            body["type"] = kind  # an edge value named a type left out
         return body
 
     def frames(self) -> list[bytes]:
@@ -327,6 +333,8 @@ class _Observer(threading.Thread):
         self.periods: list[float] = []  # s, as the server measured them
         self.seqs: list[tuple[float, int]] = []  # (server t, seq)
         self.reset_s = 0.0  # time the driver spent in resets (the compute of reset ticks)
+        self.after_reset: list[bool] = []  # per state: the tick before it was a reset
+        self._reset_tick = False
 
     def run(self) -> None:
         try:
@@ -335,19 +343,22 @@ class _Observer(threading.Thread):
                     state = protocol.decode(self.sub.recv())
                     self.periods.append(state["timing"]["period_s"])
                     self.seqs.append((state["t"], state["seq"]))
-                    if state["step"] == 0 and state["action"] is None and not state["done"]:
+                    self.after_reset.append(self._reset_tick)
+                    self._reset_tick = state["step"] == 0 and state["action"] is None and not state["done"]
+                    if self._reset_tick:
                         self.reset_s += state["timing"]["compute_s"]
         finally:
             self.sub.close(linger=0)
 
 
-def _hello_socket(ctx: zmq.Context, address: str, spec: RobotSpec | None) -> zmq.Socket:
-    """A DEALER to the server's command endpoint; with ``spec``, admitted as a controller."""
+def _hello_socket(ctx: zmq.Context, address: str, spec: RobotSpec | None,
+                  role: str = "controller") -> zmq.Socket:
+    """A DEALER to the server's command endpoint; with ``spec``, admitted in ``role``."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 2000)  # closing flushes what was sent: every message is counted
     sock.connect(protocol.endpoints(address)[0])
     if spec is not None:
-        sock.send(protocol.encode("hello", 1, role="controller", client="fuzzer", spec=spec.to_dict()))
+        sock.send(protocol.encode("hello", 1, role=role, client="fuzzer", spec=spec.to_dict()))
         if not sock.poll(5000):
             raise RuntimeError("the server did not welcome the fuzzer")
         sock.recv()
@@ -359,8 +370,52 @@ def _drain(sock: zmq.Socket) -> None:
         sock.recv_multipart()
 
 
-def _periods_us(periods: list[float]) -> dict:
-    a = np.asarray(periods, np.float64) * 1e6
+def send_fuzz(fuzzer: LinkFuzzer, sockets: list[zmq.Socket], address: str, count: int | None,
+              message_rate: float, alive=lambda: True, stop: threading.Event | None = None) -> int:
+    """Send ``count`` fuzz messages (None: until ``stop`` is set) at ``message_rate`` per second,
+    alternating over ``sockets``; ``sockets[1]`` (a peer without hello) is made anew every 1000
+    messages. Stops early when ``alive()`` turns false. Returns how many were sent."""
+    ctx = zmq.Context.instance()
+    t0 = time.perf_counter()
+    sent = 0
+    while (count is None or sent < count) and not (stop is not None and stop.is_set()):
+        due = t0 + sent / message_rate
+        if (wait := due - time.perf_counter()) > 0:
+            time.sleep(wait)
+        sockets[sent % len(sockets)].send_multipart(fuzzer.frames())
+        sent += 1
+        if sent % 1000 == 0 and len(sockets) > 1:
+            sockets[1].close()
+            sockets[1] = _hello_socket(ctx, address, None)
+        if sent % 256 == 0:
+            for s in sockets:
+                _drain(s)
+            if not alive():
+                break
+    return sent
+
+
+def fuzz_beside(address: str, message_rate: float, seconds: float, seed: int = 0) -> int:
+    """Fuzz a server beside its controller for ``seconds`` (a process of its own in ``tether
+    bench loop``): mutated commands, chunks and heartbeats from a peer admitted as an observer and
+    one without hello, which cannot end the controller's episode. Returns the messages sent."""
+    with RobotClient(address, role="observer", name="fuzz-spec") as client:
+        spec = client.spec  # the handshake on entering
+    limits = protocol.DecodeLimits.for_robot(spec, MAX_CHUNK)
+    fuzzer = LinkFuzzer(spec, limits.max_bytes, seed, types=("command", "chunk", "heartbeat"))
+    ctx = zmq.Context.instance()
+    sockets = [_hello_socket(ctx, address, spec, role="observer"), _hello_socket(ctx, address, None)]
+    stop = threading.Event()
+    threading.Timer(seconds, stop.set).start()
+    sent = send_fuzz(fuzzer, sockets, address, None, message_rate, stop=stop)
+    for sock in sockets:
+        sock.close()
+    return sent
+
+
+def percentiles_us(values: list[float]) -> dict[str, float]:
+    """p50, p99 and max (us) of durations in s, and their count."""
+    a = np.asarray(values, np.float64) * 1e6
     if a.size == 0:
         return {"p50": math.nan, "p99": math.nan, "max": math.nan, "n": 0}
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max()),
@@ -429,34 +484,23 @@ def fuzz_server(robot: str, cfg: FuzzBench, folder: Path) -> dict:
         sockets = [_hello_socket(ctx, address, spec), _hello_socket(ctx, address, None)]
         start_periods, start_reset_s = len(observer.periods), observer.reset_s
         t0 = time.perf_counter()
-        sent = 0
-        while sent < cfg.messages:
-            due = t0 + sent / cfg.message_rate
-            if (wait := due - time.perf_counter()) > 0:
-                time.sleep(wait)
-            sock = sockets[sent % 2]
-            frames = fuzzer.frames()
-            sock.send_multipart(frames)
-            sent += 1
-            if sent % 1000 == 0:
-                sockets[1].close()
-                sockets[1] = _hello_socket(ctx, address, None)
-            if sent % 256 == 0:
-                for s in sockets:
-                    _drain(s)
-                if server.poll() is not None:
-                    break
+        sent = send_fuzz(fuzzer, sockets, address, cfg.messages, cfg.message_rate,
+                         alive=lambda: server.poll() is None)
         elapsed = time.perf_counter() - t0
         time.sleep(0.5)  # let the server drain its queue
         fuzz_periods = observer.periods[start_periods:]
         seqs = observer.seqs[start_periods:]
         ticks, span = (seqs[-1][1] - seqs[0][1], seqs[-1][0] - seqs[0][0]) if len(seqs) > 1 else (0, math.nan)
         reset_s = observer.reset_s - start_reset_s
+        # the periods that hold no driver reset: the fuzzer's valid resets cost what the driver's
+        # reset costs (MetaWorld: ~20 ms), which no link can shorten
+        steady = [p for p, after in zip(fuzz_periods, observer.after_reset[start_periods:]) if not after]
         result.update({
             "messages": sent, "fuzz_seconds": elapsed, "messages_per_s": sent / elapsed,
             "mutations": dict(fuzzer.kinds), "control_rate_hz": spec.control_rate_hz if cfg.rate_hz is None
             else cfg.rate_hz, "achieved_rate_hz": ticks / span, "reset_seconds": reset_s,
-            "period_us": _periods_us(fuzz_periods),
+            "rate_outside_resets_hz": len(steady) / sum(steady) if steady else math.nan,
+            "period_us": percentiles_us(fuzz_periods), "period_outside_resets_us": percentiles_us(steady),
             "periods_s": fuzz_periods,
         })
         for s in sockets:
@@ -484,7 +528,7 @@ def fuzz_server(robot: str, cfg: FuzzBench, folder: Path) -> dict:
         "every_message_counted": stats is not None
         and stats["received"] >= result.get("messages", 0) + result.get("controller_messages", 0)
         and sum(stats["rejected"].values()) <= stats["received"],
-        "rate_ge_99pct": result.get("achieved_rate_hz", 0) >= 0.99 * nominal,
+        "rate_ge_99pct": result.get("rate_outside_resets_hz", 0) >= 0.99 * nominal,
         "big_frame_period_le_2_periods": all(b["max_period_ms"] <= 2e3 / nominal for b in big),
     }
     return result
@@ -535,7 +579,8 @@ def print_result(result: dict) -> None:
         p = r.get("period_us", {})
         print(f"{r['robot']}: {r.get('messages', 0)} messages at {r.get('messages_per_s', 0):.0f}/s, "
               f"{sum(rejected.values())} rejected {rejected}; {r.get('achieved_rate_hz', 0):.1f} of "
-              f"{r.get('control_rate_hz', 0):.0f} Hz ({r.get('reset_seconds', 0):.1f} s in resets), period p50 {p.get('p50', 0) / 1e3:.2f} ms, "
+              f"{r.get('control_rate_hz', 0):.0f} Hz ({r.get('rate_outside_resets_hz', 0):.1f} outside "
+              f"{r.get('reset_seconds', 0):.1f} s of resets), period p50 {p.get('p50', 0) / 1e3:.2f} ms, "
               f"p99 {p.get('p99', 0) / 1e3:.2f} ms, max {p.get('max', 0) / 1e3:.2f} ms")
         for b in r.get("big_frames", []):
             print(f"  {b['frame']} frame of {b['bytes'] / 2**20:.1f} MiB "

@@ -5,21 +5,32 @@ import subprocess
 import sys
 
 
-def test_bench_loop_reports_every_figure():
+def test_bench_loop_reports_every_figure_per_rate_under_a_fuzzer(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "tether.launch.cli", "bench", "loop", "--rate", "200", "--duration", "1",
-         "--baseline-duration", "0.5", "--json"],
+        [sys.executable, "-m", "tether.launch.cli", "bench", "loop", "--rate", "200,1000", "--duration", "1",
+         "--baseline-duration", "0.5", "--fuzz-rate", "500", "--out", str(tmp_path), "--json"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
-    assert result["policy"] == "mlp" and result["rate_hz"] == 200
-    for phase in (result, result["baselines"]["transport"], result["baselines"]["torch_eager"]):
-        assert phase["achieved_rate_hz"] > 100
-        assert phase["cycle_period_us"]["n"] > 50 and phase["policy_step_us"]["n"] > 20
-        assert 0 < phase["policy_step_us"]["p50"] <= phase["policy_step_us"]["p99"]
-    assert set(result["checks"]) == {
-        "rate_within_1pct", "jitter_p99_le_1ms", "policy_step_p99_le_2x_transport_plus_inference"}
+    assert result["policy"] == "mlp" and [r["rate_hz"] for r in result["rates"]] == [200, 1000]
+    for r in result["rates"]:
+        for phase in (r, r["baselines"]["transport"], r["baselines"]["torch_eager"]):
+            assert phase["achieved_rate_hz"] > r["rate_hz"] / 2
+            assert phase["cycle_period_us"]["n"] > 50 and phase["policy_step_us"]["n"] > 20
+            assert 0 < phase["policy_step_us"]["p50"] <= phase["policy_step_us"]["p99"]
+        assert set(r["checks"]) == {"rate_ge_99_5pct", "jitter_le_200us", "overruns_le_0_1pct",
+                                    "policy_step_p99_le_1_5x_transport_plus_inference"}
+        assert r["server"]["ticks"] > r["rate_hz"] and 0 <= r["overrun_fraction"] <= 1
+        assert r["server"]["rejected"].get("malformed", 0) > 50  # the fuzzer ran beside the controller
+    assert (tmp_path / "loop_histograms.png").stat().st_size > 0
+    assert json.loads((tmp_path / "loop.json").read_text())["rates"][1]["rate_hz"] == 1000
+
+
+def test_bench_loop_rejects_a_bad_rate_list():
+    proc = subprocess.run([sys.executable, "-m", "tether.launch.cli", "bench", "loop", "--rate", "100,fast"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--rate '100,fast'" in proc.stderr
 
 
 def test_bench_record_reports_every_figure():

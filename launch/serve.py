@@ -14,6 +14,7 @@ from tether.launch import UsageError
 from tether.robot.drivers.metaworld import MetaWorldRobot
 from tether.robot.drivers.perturbed import PerturbedRobot
 from tether.robot.drivers.pointmass import PointMassRobot
+from tether.robot.realtime import RealtimeError, pin_to_cpus, set_fifo_priority
 from tether.robot.security import ServerKeys
 from tether.robot.server import RobotServer
 from tether.sim.metaworld import DEFAULT_TASKS
@@ -67,6 +68,11 @@ class ServeConfig:
     weights exp(-m i), i = 0 the oldest (ACT's temporal ensembling)."""
     chunk_ensemble_m: float = 0.01
     """m of --chunk-blend ensemble (ACT: 0.01)."""
+    cpus: tuple[int, ...] = ()
+    """Pin the server to these CPUs (e.g. --cpus 3: a core kept free of other work; Linux)."""
+    fifo_priority: int | None = None
+    """Run the server SCHED_FIFO at this priority (1-99; needs root, CAP_SYS_NICE or an rtprio
+    limit): the control loop runs before every normal process whenever it is ready."""
     stats_json: Path | None = None
     """Write the server's counters (ticks, overruns, messages received, rejections by reason,
     safety clips) to this JSON file when it stops."""
@@ -131,6 +137,13 @@ def main(cfg: ServeConfig) -> None:
         if cfg.allowed_clients is None:
             raise UsageError("--server-key needs --allowed-clients (a folder of client .key files)")
         keys = ServerKeys(cfg.server_key, cfg.allowed_clients)
+    try:
+        if cfg.cpus:
+            pin_to_cpus(cfg.cpus)
+        if cfg.fifo_priority is not None:
+            set_fifo_priority(cfg.fifo_priority)
+    except RealtimeError as e:
+        raise UsageError(str(e)) from e
     server = RobotServer(
         make_robot(cfg), cfg.address, rate_hz=cfg.rate_hz, keys=keys, insecure=cfg.insecure,
         lockstep=cfg.lockstep, chunk_blend=cfg.chunk_blend, chunk_ensemble_m=cfg.chunk_ensemble_m,

@@ -31,6 +31,7 @@ import zmq
 from tether.robot import protocol
 from tether.robot.chunks import ActionChunk, ChunkScheduler
 from tether.robot.driver import Observation, Robot, check_reset_args
+from tether.robot.realtime import freeze_gc
 from tether.robot.safety import SafetyFilter, SafetyViolation
 from tether.robot.security import InsecureBindError, ServerKeys, is_loopback
 from tether.robot.spec import RobotSpec, SpecError, SpecMismatchError
@@ -493,6 +494,7 @@ class RobotServer:
             self._router.bind(cmd_ep)
             self._pub.bind(state_ep)
             log.info("robot server %s at %s, %.1f Hz", self.spec.robot_type, self.address, 1 / self.period)
+            freeze_gc()  # collections in the loop walk what it allocates, not the driver's imports
             self.ready.set()
             end = None if duration_s is None else time.perf_counter() + duration_s
             last = time.perf_counter()

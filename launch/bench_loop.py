@@ -17,14 +17,19 @@ that ended past the next deadline (``tether serve --stats-json``), over all thre
 ``--fuzz-rate``, a fuzzing client in a process of its own (``bench_fuzz.fuzz_beside``) sends
 mutated messages all along. Policies carry random weights: only their cost matters here.
 
+With ``--realtime on`` (or ``both``: without, then with, in the same run) the server runs on a
+core of its own at SCHED_FIFO and the client on the others (``tether.robot.realtime``).
+
 Targets checked per rate (issue 21): achieved rate >= 99.5% of nominal, jitter <= 200 us,
 overruns <= 0.1% of ticks, policy step p99 <= 1.5 x (transport p99 + inference p99).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ import numpy as np
 from tether.launch import UsageError, processes
 from tether.launch.bench_fuzz import fuzz_beside, percentiles_us
 from tether.robot.client import RobotClient
+from tether.robot.realtime import pin_to_cpus, set_fifo_priority
 
 
 @dataclass
@@ -52,6 +58,10 @@ class LoopBench:
     """mlp: 2 x 256 MLP; beso: 3-step BESO (the demo's transformer)."""
     fuzz_rate: float = 0.0
     """Messages/s of a fuzzing client beside the controller (0: none)."""
+    realtime: Literal["off", "on", "both"] = "off"
+    """on: the server on the last CPU at SCHED_FIFO 80 (tether serve --cpus --fifo-priority),
+    the policy client on the others at SCHED_FIFO 70; both: every rate without, then with (the
+    before and after in one run). Needs the right to SCHED_FIFO (root or CAP_SYS_NICE)."""
     out: Path | None = None
     """Folder for loop.json and loop_histograms.png (cycle period and policy step per rate)."""
     json: bool = False
@@ -143,16 +153,38 @@ def _policies(cmd: LoopBench, folder: Path):
     return runner, torch_act, sum(p.numel() for p in model.parameters())
 
 
-def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path) -> dict:
-    """The three phases against a point-mass server at ``rate`` Hz (see the module docstring)."""
+@contextlib.contextmanager
+def _client_realtime(on: bool, server_cpu: int):
+    """With ``on``, this process on every CPU but ``server_cpu`` at SCHED_FIFO 70 while inside."""
+    if not on:
+        yield
+        return
+    cpus = os.sched_getaffinity(0)
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        pin_to_cpus(tuple(sorted(cpus - {server_cpu})) or (server_cpu,))
+        set_fifo_priority(70)
+        yield
+    finally:
+        os.sched_setscheduler(0, policy, param)
+        os.sched_setaffinity(0, cpus)
+
+
+def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path, realtime: bool = False) -> dict:
+    """The three phases against a point-mass server at ``rate`` Hz (see the module docstring);
+    with ``realtime``, server and client pinned apart at SCHED_FIFO."""
     from tether.robot.drivers.pointmass import TASK
 
     zero = np.zeros(2, np.float32)
     address = processes.free_tcp_address()
-    stats_path = folder / f"serve_{rate:g}.json"
-    server = processes.start(
-        ["serve", "--robot", "pointmass", "--address", address, "--rate-hz", str(rate),
-         "--max-episode-steps", "100000000", "--stats-json", str(stats_path)], folder / f"serve_{rate:g}.log")
+    name = f"{rate:g}{'_rt' if realtime else ''}"
+    stats_path = folder / f"serve_{name}.json"
+    server_cpu = max(os.sched_getaffinity(0))
+    args = ["serve", "--robot", "pointmass", "--address", address, "--rate-hz", str(rate),
+            "--max-episode-steps", "100000000", "--stats-json", str(stats_path)]
+    if realtime:
+        args += ["--cpus", str(server_cpu), "--fifo-priority", "80"]
+    server = processes.start(args, folder / f"serve_{name}.log")
     fuzzer = None
     try:
         processes.wait_for_server(address, server)
@@ -161,7 +193,7 @@ def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path) -> 
             fuzzer = multiprocessing.get_context("spawn").Process(
                 target=fuzz_beside, args=(address, cmd.fuzz_rate, seconds), daemon=True)
             fuzzer.start()
-        with RobotClient(address, name="bench") as client:
+        with RobotClient(address, name="bench") as client, _client_realtime(realtime, server_cpu):
             client.reset(TASK, 0)
             transport = run_phase(client, lambda obs: zero, cmd.baseline_duration)
             onnx_phase = run_phase(client, runner.act, cmd.duration)
@@ -176,6 +208,7 @@ def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path) -> 
     bound = 1.5 * (transport["policy_step_us"]["p99"] + onnx_phase["inference_us"]["p99"])
     return {
         "rate_hz": rate,
+        "realtime": realtime,
         "duration_s": cmd.duration,
         **onnx_phase,
         "overrun_fraction": overruns,
@@ -207,7 +240,7 @@ def plot_histograms(per_rate: list[dict], path: Path) -> None:
             if row == 0:
                 ax.axvline(1e3 / r["rate_hz"], color="red", ls="--", label="nominal")
                 ax.legend()
-            ax.set_title(f"{label} at {r['rate_hz']:g} Hz")
+            ax.set_title(f"{label} at {r['rate_hz']:g} Hz{' (real-time)' if r['realtime'] else ''}")
             ax.set_xlabel("ms")
             ax.set_ylabel("ticks" if row == 0 else "commands")
     fig.tight_layout()
@@ -223,7 +256,8 @@ def bench_loop(cmd: LoopBench) -> dict:
         folder = Path(cmd.out or tmp)
         folder.mkdir(parents=True, exist_ok=True)
         runner, torch_act, parameters = _policies(cmd, folder)
-        per_rate = [bench_rate(cmd, rate, runner, torch_act, folder) for rate in rates]
+        modes = {"off": (False,), "on": (True,), "both": (False, True)}[cmd.realtime]
+        per_rate = [bench_rate(cmd, rate, runner, torch_act, folder, rt) for rate in rates for rt in modes]
         plot_histograms(per_rate, folder / "loop_histograms.png")
         for r in per_rate:
             for phase in (r, r["baselines"]["transport"], r["baselines"]["torch_eager"]):
@@ -237,7 +271,8 @@ def print_result(result: dict) -> None:
     """A line per rate: achieved rate, periods, jitter, overruns, policy step against baselines."""
     for r in result["rates"]:
         print(
-            f"{result['policy']} at {r['rate_hz']:.0f} Hz for {r['duration_s']:.0f} s"
+            f"{result['policy']} at {r['rate_hz']:.0f} Hz{' real-time' if r['realtime'] else ''} for "
+            f"{r['duration_s']:.0f} s"
             f"{' under fuzz' if result['fuzz_rate'] else ''}: achieved {r['achieved_rate_hz']:.1f} Hz, period p50 "
             f"{r['cycle_period_us']['p50']:.0f} us p99 {r['cycle_period_us']['p99']:.0f} us, jitter "
             f"{r['jitter_us']:.0f} us, overruns {100 * r['overrun_fraction']:.3f}%; policy step p50 "

@@ -184,7 +184,7 @@ class RobotServer:
             return
         try:
             msg = protocol.decode(frame, limits=limits)
-        except (protocol.ProtocolError, ValueError) as e:
+        except protocol.ProtocolError as e:  # decode wraps msgpack's own errors
             self._reject("malformed", e)
             return
         try:

@@ -3,6 +3,7 @@
 ::
 
     tether dataset info DATASET [--json]                  episodes, frames, fps, features, tasks
+    tether dataset check DATASET [--quick] [--json]       verify every file, one line per problem
     tether dataset view DATASET [--episodes 0 3] [--out DIR]
                                                           episode_NNN.mp4 + episode_NNN.png each
     tether dataset merge A B [C ...] --out MERGED         same robot spec and fps required
@@ -29,6 +30,7 @@ import tyro
 from tether.launch import UsageError
 from tether.robot.dataset import Dataset, DatasetError
 from tether.robot.dataset import edit
+from tether.robot.dataset.check import check_dataset, require_intact
 
 DatasetPath = Annotated[Path, tyro.conf.arg(metavar="DATASET")]
 
@@ -40,6 +42,19 @@ class Info:
     dataset: tyro.conf.Positional[DatasetPath]
     json: bool = False
     """Print JSON instead of text."""
+
+
+@dataclass
+class Check:
+    """Verify every file (info.json's fields, the episode table against the data, each parquet
+    file's rows and columns, each video decoded to its expected frame count, the statistics); one
+    line per problem and exit code 1 when there is any, 0 when there is none."""
+
+    dataset: tyro.conf.Positional[DatasetPath]
+    quick: bool = False
+    """Read parquet footers and video packets only (no decoding): fast, misses damage inside files."""
+    json: bool = False
+    """Print the report as JSON (problems, notes, counts)."""
 
 
 @dataclass
@@ -119,6 +134,7 @@ class Replay:
 
 DatasetVerb = Union[
     Annotated[Info, tyro.conf.subcommand("info")],
+    Annotated[Check, tyro.conf.subcommand("check")],
     Annotated[View, tyro.conf.subcommand("view")],
     Annotated[Merge, tyro.conf.subcommand("merge")],
     Annotated[Split, tyro.conf.subcommand("split")],
@@ -129,7 +145,7 @@ DatasetVerb = Union[
 
 @dataclass
 class DatasetCommand:
-    """Inspect, view, merge, split and replay datasets (LeRobotDataset v3.0 layout)."""
+    """Inspect, check, view, merge, split and replay datasets (LeRobotDataset v3.0 layout)."""
 
     verb: tyro.conf.OmitArgPrefixes[tyro.conf.OmitSubcommandPrefixes[DatasetVerb]]
 
@@ -139,8 +155,10 @@ def info(root: Path) -> dict:
     """Summary of the dataset at ``root``: episodes, frames, fps, features, tasks, lengths.
 
     Raises:
-        tether.robot.dataset.DatasetError: not a readable dataset.
+        tether.robot.dataset.DatasetError: not a readable dataset, or one that a quick
+            ``check_dataset`` finds damaged (the message gives the first problem).
     """
+    require_intact(root)
     ds = Dataset(root)
     lengths = [e["length"] for e in ds.episodes]
     return {
@@ -169,6 +187,23 @@ def _print_info(cmd: Info) -> None:
         print(f"  task {task!r}: {n} episodes")
     for key, f in summary["features"].items():
         print(f"  {key}: {f['dtype']} {f['shape']}")
+
+
+# ----------------------------------------------------------------------------------------- check
+def _print_check(cmd: Check) -> None:
+    report = check_dataset(cmd.dataset, decode=not cmd.quick)
+    if cmd.json:
+        print(json.dumps({"root": str(report.root), "ok": report.ok, "problems": report.problems,
+                          "notes": report.notes, "episodes": report.episodes, "frames": report.frames,
+                          "files": report.files, "decoded": report.decoded}, indent=2))
+    else:
+        print(report.summary())
+        for line in report.problems:
+            print(f"  problem: {line}")
+        for line in report.notes:
+            print(f"  note: {line}")
+    if not report.ok:
+        raise SystemExit(1)
 
 
 # ------------------------------------------------------------------------------------------ view
@@ -255,10 +290,12 @@ def view(root: Path, out: Path, episodes: tuple[int, ...] = (),
         The files written.
 
     Raises:
-        DatasetError: not a readable dataset; DatasetEditError: an episode index out of range.
+        DatasetError: not a readable dataset, or damaged (a quick ``check_dataset``);
+        DatasetEditError: an episode index out of range.
     """
     from tether.robot.video import write_mp4
 
+    require_intact(root)
     ds = Dataset(root)
     selected = list(episodes) if episodes else list(range(len(ds)))
     for i in selected:
@@ -291,6 +328,7 @@ def _split(cmd: Split) -> list[Dataset]:
     modes = [bool(cmd.episodes), bool(cmd.fractions), cmd.by_task]
     if sum(modes) != 1:
         raise UsageError("split needs exactly one of --episodes, --fractions, --by-task")
+    require_intact(cmd.dataset)
     ds = Dataset(cmd.dataset)
     if cmd.by_task:
         if len(cmd.out) != 1:
@@ -310,6 +348,8 @@ def _split(cmd: Split) -> list[Dataset]:
 
 # ----------------------------------------------------------------------------------------- stats
 def _print_stats(cmd: Stats) -> None:
+    # --recompute rewrites meta/stats.json: it may be what is broken
+    require_intact(cmd.dataset, ignore_stats=cmd.recompute)
     if cmd.recompute:
         edit.recompute_stats(cmd.dataset)
     stats = edit.load_stats(cmd.dataset)
@@ -366,12 +406,14 @@ def replay(
         the robot held because an action arrived after its tick: the replay is then not exact).
 
     Raises:
-        DatasetError: not a readable dataset, no tether spec, or fps != the spec's control rate.
+        DatasetError: not a readable dataset, damaged (a quick ``check_dataset``), no tether
+            spec, or fps != the spec's control rate.
         DatasetEditError: ``episode`` out of range.
         SpecMismatchError, RobotLinkError: the robot does not fit the dataset or does not answer.
     """
     from tether.robot.client import RobotClient
 
+    require_intact(root)
     ds = Dataset(root)
     edit.check_episode_index(ds, episode)
     if ds.spec is None:
@@ -447,16 +489,24 @@ def _replay(cmd: Replay) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def main(cmd: DatasetCommand) -> None:
-    """Entry point of ``tether dataset``: dispatch to info, view, merge, split, stats or replay."""
+    """Entry point of ``tether dataset``: dispatch to info, check, view, merge, split, stats or replay.
+
+    Raises:
+        SystemExit(1): ``check`` found problems (each printed on its own line).
+    """
     verb = cmd.verb
     if isinstance(verb, Info):
         _print_info(verb)
+    elif isinstance(verb, Check):
+        _print_check(verb)
     elif isinstance(verb, View):
         out = verb.out or verb.dataset.with_name(verb.dataset.name + "_view")
         with _counting_progress("render") as on_episode:
             written = view(verb.dataset, out, verb.episodes, on_episode)
         print(f"wrote {len(written)} files to {out}")
     elif isinstance(verb, Merge):
+        for source in verb.sources:
+            require_intact(source)
         with _counting_progress("merge") as on_episode:
             merged = edit.merge(verb.sources, verb.out, overwrite=verb.overwrite, on_episode=on_episode)
         print(f"merged {len(verb.sources)} datasets into {verb.out}: {len(merged)} episodes, "

@@ -67,20 +67,22 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
     number of frames).
 
     Raises:
-        tether.robot.dataset.DatasetError: the dataset cannot be read.
-        ValueError: the dataset has no robot spec (tether needs one to export), or bad goal dims.
+        tether.robot.dataset.DatasetError: the dataset cannot be read, or has no robot spec
+            (tether needs one to export).
+        ValueError: bad goal dims.
     """
     import torch
 
     from tether.policies.checkpoint import KINDS, save_policy
     from tether.policies.sequence_data import SequenceData
     from tether.policies.train import distributed_rank, train
-    from tether.robot.dataset import Dataset
+    from tether.robot.dataset import Dataset, DatasetError
 
     torch.manual_seed(cmd.optim.seed)
     spec = Dataset(cmd.dataset).spec
     if spec is None:
-        raise ValueError(f"{cmd.dataset} carries no tether robot spec in meta/info.json")
+        raise DatasetError(f"{cmd.dataset} carries no tether robot spec in meta/info.json: a "
+                           "policy needs one to be checked against a robot (record with tether)")
     data = SequenceData.from_dataset(cmd.dataset, cmd.beso.window, cmd.beso.action_horizon, cmd.goal)
     model = KINDS[cmd.algo](cmd.beso, data.obs_dim, data.action_dim, data.goal_dim)
     cmd.out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +153,9 @@ def main(cmd: TrainCommand) -> None:
         raise UsageError(f"--reward is for --algo iql or calql (--algo {cmd.algo} imitates and reads no reward)")
     device = check_device(cmd.optim)
     from tether.policies.train import distributed_rank
+    from tether.robot.dataset.check import require_intact
+
+    require_intact(cmd.dataset, doing="train on")  # a damaged file: one line now, not mid-run
 
     rank, world = distributed_rank()
     with training_progress(cmd.algo, cmd.optim.steps, disable=rank != 0) as on_step:

@@ -17,7 +17,6 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,19 +44,7 @@ def _spec_of(ds: Dataset) -> RobotSpec:
     return ds.spec
 
 
-def _differences(a: Any, b: Any, path: str = "") -> list[str]:
-    """Every leaf where two JSON-like values differ, as ``path: a vs b``."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in dict.fromkeys([*a, *b]):
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in a or key not in b:
-                out.append(f"{sub}: {'missing' if key not in a else a[key]!r} vs "
-                           f"{'missing' if key not in b else b[key]!r}")
-            else:
-                out.extend(_differences(a[key], b[key], sub))
-        return out
-    return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
+_differences = fmt.json_differences
 
 
 def check_compatible(first: Dataset, other: Dataset) -> None:
@@ -339,11 +326,16 @@ def load_stats(root: Path | str) -> dict[str, dict[str, np.ndarray]]:
     """``meta/stats.json`` of a dataset: feature -> stat name -> array.
 
     Raises:
-        DatasetError: not a dataset, or it has no ``meta/stats.json`` (``recompute_stats`` writes it).
+        DatasetError: not a dataset, or it has no (or an unreadable) ``meta/stats.json``
+            (``recompute_stats`` writes it).
     """
     ds = Dataset(root)
     path = ds.root / fmt.STATS_PATH
     if not path.exists():
         raise DatasetError(f"{ds.root} has no {fmt.STATS_PATH}: recompute it (tether dataset stats --recompute)")
-    raw = json.loads(path.read_text())
-    return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in raw.items()}
+    try:
+        raw = json.loads(path.read_text())
+        return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in raw.items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise DatasetError(f"{ds.root}: {fmt.STATS_PATH} is not valid statistics ({e}): recompute it "
+                           "(tether dataset stats --recompute)") from None

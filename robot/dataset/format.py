@@ -88,6 +88,22 @@ def chunk_and_file(index: int) -> dict[str, int]:
     return {"chunk_index": index // CHUNKS_SIZE, "file_index": index % CHUNKS_SIZE}
 
 
+def json_differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Every leaf where two JSON-like values differ, as ``path: a vs b`` (``missing`` for a key
+    only one of them has), e.g. ``spec.tasks: ['reach-v3'] vs ['reach-v3', 'push-v3']``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in dict.fromkeys([*a, *b]):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in a or key not in b:
+                out.append(f"{sub}: {'missing' if key not in a else a[key]!r} vs "
+                           f"{'missing' if key not in b else b[key]!r}")
+            else:
+                out.extend(json_differences(a[key], b[key], sub))
+        return out
+    return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file and an atomic rename."""
     tmp = path.with_name(path.name + ".tmp")

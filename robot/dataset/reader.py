@@ -6,15 +6,15 @@ writer, so it is the commit point) are read: files left by a crashed recording a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tether.robot.dataset import format as fmt
-from tether.robot.spec import RobotSpec
+from tether.robot.spec import RobotSpec, SpecError
 from tether.robot.video import read_mp4
 
 
@@ -38,39 +38,62 @@ class Dataset:
         ``meta/episodes``), spec (tether's robot spec, or None for datasets from elsewhere).
 
     Raises:
-        DatasetError: missing ``meta/info.json``, another codebase version, or missing files.
+        DatasetError: missing, unreadable or invalid ``meta/info.json`` (fps, features, counts,
+            another codebase version), a missing or unreadable ``meta/tasks.parquet`` or episode
+            table, or an episode table listing fewer episodes than ``info.json`` commits; each
+            message says which file and what it is needed for.
     """
 
     def __init__(self, root: Path | str):
+        from tether.robot.dataset.check import ROLES, read_info
+
         self.root = Path(root)
-        info_path = self.root / fmt.INFO_PATH
-        if not info_path.exists():
-            raise DatasetError(f"{self.root} is not a dataset: {fmt.INFO_PATH} is missing")
-        self.info = json.loads(info_path.read_text())
-        version = self.info.get("codebase_version")
-        if version != fmt.CODEBASE_VERSION:
-            raise DatasetError(
-                f"{self.root} is a LeRobotDataset {version}; tether reads {fmt.CODEBASE_VERSION}"
-            )
+        self.info = read_info(self.root)  # DatasetError naming the field and why it is needed
         self.fps = float(self.info["fps"])
         self.features: dict = self.info["features"]
         spec = self.info.get("tether", {}).get("spec")
-        self.spec = RobotSpec.from_dict(spec) if spec else None
-        tasks = pq.read_table(self.root / fmt.TASKS_PATH)
-        order = np.argsort(tasks.column("task_index").to_numpy())
-        names = tasks.column("task").to_pylist() if "task" in tasks.column_names else tasks.column(
-            "__index_level_0__"
-        ).to_pylist()
-        self.tasks = [names[i] for i in order]
+        try:
+            self.spec = RobotSpec.from_dict(spec) if spec else None
+        except (SpecError, ValueError, TypeError, KeyError) as e:
+            raise DatasetError(f"{self.root}: {fmt.INFO_PATH}: tether.spec is not a robot spec ({e})") from None
+        self.tasks = self._read_tasks(ROLES[fmt.TASKS_PATH])
         episodes_dir = self.root / "meta" / "episodes"
         files = sorted(episodes_dir.rglob("*.parquet")) if episodes_dir.exists() else []
         rows: list[dict] = []
         for f in files:
-            rows.extend(pq.read_table(f).to_pylist())
+            try:
+                rows.extend(pq.read_table(f).to_pylist())
+            except (pa.ArrowException, OSError) as e:
+                raise DatasetError(f"{self.root}: {f.relative_to(self.root)} cannot be read ({e}); it is "
+                                   f"part of {ROLES['meta/episodes']}") from None
+        if any("episode_index" not in r or "length" not in r for r in rows):
+            raise DatasetError(f"{self.root}: meta/episodes has rows without episode_index or length")
         # info.json is written last: an episode it does not count yet was not committed.
         committed = int(self.info.get("total_episodes", len(rows)))
+        if len(rows) < committed:
+            missing = f"{fmt.EPISODES_PATH} is missing" if not files else f"meta/episodes lists {len(rows)}"
+            raise DatasetError(
+                f"{self.root}: {missing} but {fmt.INFO_PATH} counts {committed} episodes: it is "
+                f"{ROLES['meta/episodes']}; restore it from a copy (tether dataset check {self.root} "
+                "lists every problem)")
         self.episodes = sorted(rows, key=lambda r: r["episode_index"])[:committed]
         self.video_keys = [k for k, f in self.features.items() if f["dtype"] == "video"]
+
+    def _read_tasks(self, role: str) -> list[str]:
+        path = self.root / fmt.TASKS_PATH
+        if not path.exists():
+            raise DatasetError(f"{self.root}: {fmt.TASKS_PATH} is missing: it holds {role}")
+        try:
+            tasks = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:
+            raise DatasetError(f"{self.root}: {fmt.TASKS_PATH} cannot be read ({e}): it holds {role}") from None
+        name = "task" if "task" in tasks.column_names else "__index_level_0__"
+        if "task_index" not in tasks.column_names or name not in tasks.column_names:
+            raise DatasetError(f"{self.root}: {fmt.TASKS_PATH} has columns {tasks.column_names}, not "
+                               "task_index and task")
+        order = np.argsort(tasks.column("task_index").to_numpy())
+        names = tasks.column(name).to_pylist()
+        return [names[i] for i in order]
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -85,14 +108,30 @@ class Dataset:
         )
 
     def episode(self, index: int, columns: list[str] | None = None) -> dict[str, np.ndarray]:
-        """The frames of one episode: column -> array [length, ...]."""
+        """The frames of one episode: column -> array [length, ...].
+
+        Raises:
+            DatasetError: its data file is missing or unreadable, lacks a column, or holds
+                another number of rows than the episode's length.
+        """
+        from tether.robot.dataset.check import data_role
+
         ep = self.episodes[index]
+        path = self._data_file(ep)
+        rel = path.relative_to(self.root)
+        if not path.exists():
+            raise DatasetError(f"{self.root}: {rel} is missing: {data_role([ep['episode_index']])}")
         # A data file may hold several episodes (LeRobot packs them up to ~100 MB, one row group
         # each): the filter selects this one's rows even when ``columns`` leaves out
         # episode_index, and row-group statistics let pyarrow skip the other episodes.
-        table = pq.read_table(
-            self._data_file(ep), columns=columns, filters=[("episode_index", "=", ep["episode_index"])]
-        )
+        try:
+            table = pq.read_table(path, columns=columns, filters=[("episode_index", "=", ep["episode_index"])])
+        except (pa.ArrowException, OSError, KeyError) as e:
+            raise DatasetError(f"{self.root}: {rel} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                               f"cut short or overwritten?): {data_role([ep['episode_index']])}") from None
+        if table.num_rows != ep["length"]:
+            raise DatasetError(f"{self.root}: {rel} holds {table.num_rows} rows of episode "
+                               f"{ep['episode_index']}, whose length is {ep['length']}")
         return {name: _column_to_numpy(table.column(name)) for name in table.column_names}
 
     def frames(self, columns: list[str]) -> dict[str, np.ndarray]:
@@ -111,10 +150,27 @@ class Dataset:
         )
 
     def video(self, key: str, index: int) -> np.ndarray:
-        """The frames of camera ``key`` in episode ``index``: uint8 [length, H, W, 3]."""
+        """The frames of camera ``key`` in episode ``index``: uint8 [length, H, W, 3].
+
+        Raises:
+            DatasetError: the video is missing, cannot be decoded, or holds too few frames.
+        """
+        from tether.robot.dataset.check import video_role
+
         ep = self.episodes[index]
-        frames = read_mp4(self.video_path(key, index))
+        path = self.video_path(key, index)
+        rel, role = path.relative_to(self.root), video_role(key, [ep["episode_index"]])
+        if not path.exists():
+            raise DatasetError(f"{self.root}: {rel} is missing: {role}")
+        try:
+            frames = read_mp4(path)
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            raise DatasetError(f"{self.root}: {rel} cannot be decoded ({e}; cut short or "
+                               f"overwritten?): {role}") from None
         first = int(round(ep[f"videos/{key}/from_timestamp"] * self.fps))
+        if len(frames) < first + ep["length"]:
+            raise DatasetError(f"{self.root}: {rel} holds {len(frames)} frames, episode "
+                               f"{ep['episode_index']} needs {first + ep['length']}")
         return frames[first : first + ep["length"]]
 
     def episode_stats(self, index: int) -> dict[str, dict[str, np.ndarray]]:

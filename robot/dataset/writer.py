@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 from pathlib import Path
 
@@ -25,6 +26,20 @@ from tether.robot.spec import RobotSpec
 from tether.robot.video import VideoEncoder
 
 log = logging.getLogger(__name__)
+
+
+def _episode_of(rel: Path, video_keys: list[str]) -> int | None:
+    """The episode number of a data or video file path (relative to the root) in tether's layout
+    (one file per episode, ``fmt.chunk_and_file``; a ``.tmp`` suffix allowed), else None."""
+    name = rel.as_posix().removesuffix(".tmp")
+    match = re.fullmatch(r"(?:data|videos/([^/]+))/chunk-(\d+)/file-(\d+)\.(?:parquet|mp4)", name)
+    if match is None or (match[1] is not None and match[1] not in video_keys):
+        return None
+    index = int(match[2]) * fmt.CHUNKS_SIZE + int(match[3])
+    where = fmt.chunk_and_file(index)
+    expected = (fmt.DATA_PATH.format(**where) if match[1] is None
+                else fmt.VIDEO_PATH.format(video_key=match[1], **where))
+    return index if name == expected else None
 
 
 class DatasetExistsError(FileExistsError):
@@ -76,7 +91,9 @@ class DatasetWriter:
 
     Raises:
         DatasetExistsError: ``root`` holds a dataset and neither ``resume`` nor ``overwrite``.
-        ValueError: resuming a dataset recorded with another spec or fps.
+        DatasetError (a ValueError): resuming a dataset recorded with another spec or fps
+            (the message lists the differences), or one that ``tether dataset check`` finds
+            damaged (nothing is deleted then: see ``_remove_orphans``).
     """
 
     def __init__(
@@ -119,27 +136,47 @@ class DatasetWriter:
         return sum(e["length"] for e in self.episodes)
 
     def _load_existing(self) -> None:
-        from tether.robot.dataset.reader import Dataset
+        """Open the dataset at ``root`` to append to it, after checking it (``check.require_intact``,
+        quick): a damaged dataset is refused before anything is touched."""
+        from tether.robot.dataset.check import require_intact
+        from tether.robot.dataset.reader import Dataset, DatasetError
 
+        require_intact(self.root, doing="resume")
         ds = Dataset(self.root)
         if ds.spec is not None and ds.spec.to_dict() != self.spec.to_dict():
-            raise ValueError(f"{self.root} was recorded with another robot spec")
+            differences = fmt.json_differences(ds.spec.to_dict(), self.spec.to_dict(), "spec")
+            shown = "; ".join(d[:160] for d in differences[:3]) + ("; ..." if len(differences) > 3 else "")
+            raise DatasetError(
+                f"{self.root} was recorded with another robot spec (recorded vs now: {shown}): resume "
+                "it with the settings it was recorded with, or record into a new dataset and merge "
+                "the two (tether dataset merge)")
         if abs(ds.fps - self.fps) > 1e-9:
-            raise ValueError(f"{self.root} was recorded at {ds.fps} fps, not {self.fps}")
+            raise DatasetError(f"{self.root} was recorded at {ds.fps:g} fps, not {self.fps:g}: resume "
+                               "it at the rate it was recorded at, or record into a new dataset")
         self.episodes = ds.episodes
         self.tasks = list(ds.tasks)
         self._episode_stats = [ds.episode_stats(i) for i in range(len(self.episodes))]
         self._remove_orphans()
 
     def _remove_orphans(self) -> None:
-        """Delete files of episodes that were being written when a previous run died."""
-        listed = {self.root / self._data_path(i) for i in range(len(self.episodes))}
-        listed |= {self.root / self._video_path(k, i) for k in self.video_keys for i in range(len(self.episodes))}
+        """Delete what a previous run died writing, and nothing else: temporary files (never read:
+        a file is renamed into place whole), and data and video files of episode numbers past the
+        committed ones (``info.json``, written last, does not count them, so they never finished).
+        Any other file no episode lists is left where it is, with a warning."""
+        committed = len(self.episodes)
+        listed = {self.root / self._data_path(i) for i in range(committed)}
+        listed |= {self.root / self._video_path(k, i) for k in self.video_keys for i in range(committed)}
         for sub in ("data", "videos"):
-            for path in (self.root / sub).rglob("*") if (self.root / sub).exists() else []:
-                if path.is_file() and path not in listed:
+            for path in sorted((self.root / sub).rglob("*")) if (self.root / sub).exists() else []:
+                if not path.is_file() or path in listed:
+                    continue
+                index = _episode_of(path.relative_to(self.root), self.video_keys)
+                if path.name.endswith(".tmp") or (index is not None and index >= committed):
                     log.warning("removing %s: its episode was never completed", path)
                     path.unlink()
+                else:
+                    log.warning("leaving %s alone: no episode lists it, and it is not an unfinished "
+                                "episode's file", path)
         for path in (self.root / "meta").rglob("*.tmp"):  # a metadata write that never finished
             path.unlink()
 

@@ -21,7 +21,11 @@ deterministic policy, ``--sim`` and a robot server running the same simulator gi
 episodes (see ``tests/launch/test_eval.py``), as long as the server never had to hold
 (``held_ticks`` 0). A real-time server holds the robot on every tick whose command came too late
 (a loaded machine: ``eval.json`` then carries a warning); ``tether serve --lockstep`` (simulators)
-ticks as soon as the policy answers and holds only after a whole period without an answer.
+ticks as soon as the policy answers and holds only after a whole period without an answer. The
+robot also holds on an action its safety layer refuses (NaN/inf, outside the limits, the wrong
+shape): each output is checked with the server's own ``SafetyFilter`` on the spec it sent, so
+``eval.json``'s ``safety_refusals`` and warnings say which check refused it (``--sim`` prints the
+warnings too), and only the held ticks no refusal explains are blamed on lateness.
 
 A ``policy.pt`` checkpoint is exported to ``OUT/policy.onnx`` first (``tether export``, parity
 checked) and evaluated as ONNX: one code path runs every policy, at the cost of torch in this
@@ -187,6 +191,81 @@ def eval_tasks(cmd: EvalCommand, runner, robot_spec) -> list[str]:
     return goals
 
 
+# The safety layer's reasons for refusing a command (``tether.robot.safety.SafetyFilter.check``,
+# the server's ``stats.clipped``), as a report says them.
+REFUSAL_REASONS = {
+    "non_finite": "NaN or inf in the action",
+    "out_of_limits": "outside the action's limits (the spec's low/high)",
+    "bad_shape": "not of the action's shape",
+    "bad_dtype": "an integer or bool array for a float action",
+}
+
+
+def safety_refusal(safety, actions: np.ndarray, chunk: bool = False) -> str | None:
+    """Which check of the robot's safety layer refuses ``actions``, or None when it accepts them.
+
+    The client runs the server's own ``SafetyFilter.check`` on the robot spec the server sent in
+    its handshake, so it knows why the server will hold the robot (a robot server says only that
+    a command was dropped, not to whom).
+
+    Args:
+        safety: a ``tether.robot.safety.SafetyFilter`` of the robot's spec.
+        actions: one action (spec's shape), or with ``chunk`` an action chunk [K, *shape].
+
+    Returns:
+        A key of ``REFUSAL_REASONS`` (``non_finite``, ``out_of_limits``, ``bad_shape``,
+        ``bad_dtype``), or None.
+    """
+    from tether.robot.safety import SafetyViolation
+
+    actions = np.asarray(actions, np.float32)  # what RobotClient sends
+    shape = tuple(safety.spec.action.shape)
+    if chunk and (actions.ndim != len(shape) + 1 or actions.shape[1:] != shape):
+        return "bad_shape"
+    before = dict(safety.counts)
+    try:
+        for action in (actions if chunk else [actions]):
+            safety.check(action)
+    except SafetyViolation:
+        grown = [k for k, n in safety.counts.items() if n > before.get(k, 0)]
+        return grown[0] if grown else "bad_shape"
+    return None
+
+
+def refusal_warnings(episodes: list[dict], refused: dict[str, int], actions: int,
+                     late: bool = True) -> list[str]:
+    """Warnings on the ticks the robot held: those the safety layer's refusals explain (by
+    check), and the rest (late commands: a slow policy, link or machine).
+
+    Args:
+        episodes: per-episode records with ``held_ticks`` and ``held_refused`` (ticks held
+            after a refused command).
+        refused: reason -> policy outputs the safety layer refused.
+        actions: policy outputs sent (actions, or chunks).
+        late: also warn of held ticks that no refusal explains (not in direct simulation,
+            which is lock-stepped: a tick is never held for lateness there).
+    """
+    warnings = []
+    held = sum(e["held_ticks"] for e in episodes)
+    ticks = sum(e["length"] for e in episodes)
+    held_refused = sum(e.get("held_refused", 0) for e in episodes)
+    if refused:
+        n = sum(refused.values())
+        why = "; ".join(f"{reason} {count}: {REFUSAL_REASONS.get(reason, reason)}"
+                        for reason, count in sorted(refused.items(), key=lambda kv: -kv[1]))
+        warnings.append(
+            f"the robot's safety layer refused {n} of {actions} policy outputs ({why}), so the robot "
+            f"held instead on {held_refused} of {ticks} ticks: the policy's outputs are at fault, not "
+            "the machine or the link (check the policy: its export, normalization, action limits)")
+    late_warning, late = late, held - held_refused
+    if late > 0 and late_warning:
+        warnings.append(
+            f"the server held the robot on {late} of {ticks} ticks for want of a command in time: the "
+            "policy or the link did not keep up with the control rate (a loaded machine?), so these "
+            "episodes differ from lock-stepped ones (--sim) with the same seeds")
+    return warnings
+
+
 def video_name(task: str, episode: dict) -> str:
     """File name of an episode's MP4: outcome in the name, e.g. ``reach-v3_ep003_seed1000003_failure.mp4``."""
     outcome = episode.get("status") or ("success" if episode["success"] else "failure")
@@ -346,7 +425,7 @@ class LinkStats:
 
 
 def run_episode(client, runner, task: str, seed: int, camera: str | None, link: LinkStats,
-                should_stop=None, action_steps: int = 1):
+                should_stop=None, action_steps: int = 1, safety=None):
     """One episode on a robot server, the policy answering every state it sees.
 
     Every state is read in order (rewards of all ticks are summed), the policy acts on the newest
@@ -359,30 +438,50 @@ def run_episode(client, runner, task: str, seed: int, camera: str | None, link: 
         action_steps: 1: one action per state (``send_action``); K > 1: the policy's whole chunk
             is sent for the ticks after the state (``send_chunk``, one control period apart) and
             the policy plans again once K ticks have passed, observing the states in between.
+        safety: a ``SafetyFilter`` of the robot's spec (default: made from ``client.spec``):
+            each output is checked with it before it is sent, to tell why the robot holds.
 
     Returns:
-        dict with success, return, length (ticks), held_ticks, stopped (None or the reason),
-        latencies (s, per policy call), frames (camera images, if ``camera``).
+        dict with success, return, length (ticks), held_ticks, held_refused (held ticks after a
+        command the safety layer refuses), refused (reason -> refused outputs), sent (outputs
+        sent), stopped (None or the reason), latencies (s, per policy call), frames (camera
+        images, if ``camera``).
     """
+    from collections import Counter
+
+    if safety is None:
+        from tether.robot.safety import SafetyFilter
+
+        safety = SafetyFilter(client.spec)
     start_episode(runner, task, seed)
     state = client.reset(task, seed)
     latencies, frames = [], []
     total, held, last_step, replan_step = 0.0, 0, 0, 0
+    refused, sent, held_refused, last_refused = Counter(), 0, 0, False
     while True:
         if camera is not None:
             frames.append(state["observation"][camera])
         stopped = should_stop(state) if should_stop is not None else None
         if state["done"] or stopped:
             return {"success": bool(state["success"]), "return": total, "length": int(state["step"]),
-                    "held_ticks": held, "stopped": stopped, "latencies": latencies, "frames": frames}
+                    "held_ticks": held, "held_refused": held_refused, "refused": dict(refused),
+                    "sent": sent, "stopped": stopped, "latencies": latencies, "frames": frames}
         received = state["received"]
+        output = None
         if action_steps == 1:
-            client.send_action(runner.act(state["observation"]), state["seq"])
+            output = runner.act(state["observation"])
+            client.send_action(output, state["seq"])
             latencies.append(time.monotonic() - received)
         elif state["step"] >= replan_step:
-            client.send_chunk(runner.act_chunk(state["observation"]), runner.spec.period_s, state)
+            output = runner.act_chunk(state["observation"])
+            client.send_chunk(output, runner.spec.period_s, state)
             latencies.append(time.monotonic() - received)
             replan_step = state["step"] + action_steps
+        if output is not None:  # sent first: the check costs the robot no time
+            reason = safety_refusal(safety, output, chunk=action_steps > 1)
+            if reason is not None:
+                refused[reason] += 1
+            last_refused, sent = reason is not None, sent + 1
         else:
             runner.observe(state["observation"])
         # Read every state in order (reward, held ticks, link timing); act on the newest. Done
@@ -398,6 +497,7 @@ def run_episode(client, runner, task: str, seed: int, camera: str | None, link: 
             link.add(s)
             if s["timing"].get("command_latency_s") is None and not s["estop"]:
                 held += 1
+                held_refused += last_refused
         if queue[-1]["episode"] != state["episode"]:
             raise RuntimeError(f"episode {state['episode']} was ended by another client of the server")
         state = queue[-1]
@@ -406,11 +506,18 @@ def run_episode(client, runner, task: str, seed: int, camera: str | None, link: 
 def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
     """Robot-server mode: run, write ``cmd.out/eval.*``; returns the content of eval.json.
 
+    ``safety_refusals`` (reason -> policy outputs refused, see ``safety_refusal``) and the
+    warnings say which safety check held the robot; held ticks no refusal explains are blamed on
+    late commands.
+
     Raises:
         tether.robot.client.RobotLinkError: the server is unreachable or refuses the policy.
         tether.robot.spec.SpecMismatchError: the policy does not fit the robot.
     """
+    from collections import Counter
+
     from tether.robot.client import RobotClient
+    from tether.robot.safety import SafetyFilter
     from tether.robot.video import write_mp4
 
     cmd.out.mkdir(parents=True, exist_ok=True)
@@ -420,8 +527,11 @@ def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
     latencies: list[float] = []
     link = LinkStats()
     quota = VideoQuota(cmd.videos_per_task)
+    refused: Counter = Counter()
+    sent = 0
     t0 = time.perf_counter()
     with RobotClient(address, spec=runner.spec, name="policy-runner", keys=robot_keys(cmd)) as client:
+        safety = SafetyFilter(client.spec)
         tasks = eval_tasks(cmd, runner, client.spec)
         total = len(tasks) * cmd.episodes
         client.spec.check_policy(runner.spec, tuple(tasks))
@@ -431,11 +541,15 @@ def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
             for k in range(cmd.episodes):
                 seed = cmd.seed + k
                 film = camera if quota.want(task) else None
-                r = run_episode(client, runner, task, seed, film, link, action_steps=cmd.action_steps)
+                r = run_episode(client, runner, task, seed, film, link, action_steps=cmd.action_steps,
+                                safety=safety)
                 latencies += r["latencies"]
+                refused.update(r["refused"])
+                sent += r["sent"]
                 episode = {"task": task, "index": k, "seed": seed, "success": r["success"],
                            "return": r["return"], "length": r["length"],
-                           "held_ticks": r["held_ticks"], "video": None}
+                           "held_ticks": r["held_ticks"], "held_refused": r["held_refused"],
+                           "refused": r["refused"], "video": None}
                 if r["frames"] and quota.keep(task, r["success"]):
                     path = cmd.out / "videos" / video_name(task, episode)
                     episode["video"] = str(write_mp4(path, np.stack(r["frames"]),
@@ -445,13 +559,9 @@ def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
                     on_episode(task, r["success"], total)
         rate = client.spec.control_rate_hz
     links = link.to_dict(rate)
-    held, ticks = sum(e["held_ticks"] for e in episodes), sum(e["length"] for e in episodes)
-    warnings = [] if not held else [
-        f"the server held the robot on {held} of {ticks} ticks for want of a command in time: the "
-        "policy or the link did not keep up with the control rate (a loaded machine?), so these "
-        "episodes differ from lock-stepped ones (--sim) with the same seeds"]
     extra = {
-        "warnings": warnings,
+        "warnings": refusal_warnings(episodes, dict(refused), sent),
+        "safety_refusals": dict(refused),
         "robot": address,
         "onnx": str(onnx_path),
         "checkpoint": None if checkpoint is None else str(checkpoint),
@@ -539,6 +649,8 @@ def main(cmd: EvalCommand) -> None:
         results = _with_progress(cmd, evaluate_sim)
     else:
         results = _with_progress(cmd, evaluate_robot)
+    for warning in results.get("warnings", []):
+        print(f"tether: warning: {warning}", file=sys.stderr)
     lo, hi = results["success_ci95"]
     summary = ", ".join(f"{t} {r['success_rate']:.2f}" for t, r in results["tasks"].items())
     print(f"success rate {results['success_rate']:.2f} [95% CI {lo:.2f}, {hi:.2f}] ({summary}); "

@@ -33,12 +33,13 @@ from __future__ import annotations
 import select
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 
 from tether.launch.eval import (
-    DEFAULT_ROBOT, EvalCommand, LinkStats, VideoQuota, load_runner, robot_keys, run_episode,
-    summarize, video_name, write_results,
+    DEFAULT_ROBOT, EvalCommand, LinkStats, VideoQuota, load_runner, refusal_warnings, robot_keys,
+    run_episode, summarize, video_name, write_results,
 )
 from tether.robot.teleop.config import KeyboardOptions, TeleopConfig
 from tether.robot.teleop.keyboard import KeyboardDevice
@@ -148,6 +149,8 @@ def evaluate_operator(cmd: EvalCommand, keys: OperatorKeys | None = None) -> dic
     keys.start()  # before connecting: no robot link without a working e-stop key
     episodes: list[dict] = []
     latencies: list[float] = []
+    refused: Counter = Counter()  # of the recorded episodes' policy outputs
+    sent = 0
     link = LinkStats()
     quota = VideoQuota(cmd.videos_per_task)
     redos = 0
@@ -220,12 +223,15 @@ def evaluate_operator(cmd: EvalCommand, keys: OperatorKeys | None = None) -> dic
                         episode = {"task": task, "index": k, "seed": seed, "status": verdict,
                                    "success": verdict == "success", "server_success": r["success"],
                                    "return": r["return"], "length": r["length"],
-                                   "held_ticks": r["held_ticks"], "video": None}
+                                   "held_ticks": r["held_ticks"], "held_refused": r["held_refused"],
+                                   "refused": r["refused"], "video": None}
                         if r["frames"] and verdict != "aborted" and quota.keep(task, episode["success"]):
                             path = cmd.out / "videos" / video_name(task, episode)
                             episode["video"] = str(write_mp4(path, np.stack(r["frames"]),
                                                              client.spec.control_rate_hz))
                         episodes.append(episode)
+                        refused.update(r["refused"])
+                        sent += r["sent"]
                         op.say(f"recorded: {verdict}.")
                         break
                     if quit_early:
@@ -237,6 +243,9 @@ def evaluate_operator(cmd: EvalCommand, keys: OperatorKeys | None = None) -> dic
         keys.stop()
     links = link.to_dict(rate)
     extra = {
+        # which safety check refused the policy's outputs (the operator saw the robot hold)
+        "warnings": refusal_warnings(episodes, dict(refused), sent, late=False),
+        "safety_refusals": dict(refused),
         "robot": address,
         "onnx": str(onnx_path),
         "checkpoint": None if checkpoint is None else str(checkpoint),

@@ -35,8 +35,8 @@ import numpy as np
 
 from tether.launch import UsageError
 from tether.launch.eval import (
-    EvalCommand, choose_videos, eval_tasks, load_runner, start_episode, summarize, video_name,
-    write_results,
+    EvalCommand, choose_videos, eval_tasks, load_runner, refusal_warnings, start_episode, summarize,
+    video_name, write_results,
 )
 from tether.robot.chunks import ActionChunk, ChunkScheduler
 from tether.robot.driver import Observation, Robot
@@ -69,7 +69,8 @@ class DriverEnv:
         robot: the driver (connected here; ``close`` disconnects it).
 
     A command the safety layer rejects (``SafetyViolation``) is dropped and the robot holds, as on
-    the server.
+    the server; ``last_refusal`` then names the check (a key of the safety layer's counts:
+    ``non_finite``, ``out_of_limits``, ``bad_shape``, ``bad_dtype``), else it is None.
     """
 
     def __init__(self, robot: Robot):
@@ -79,6 +80,7 @@ class DriverEnv:
         robot.connect()
         self._obs: Observation | None = None
         self._last_applied: np.ndarray | None = None
+        self.last_refusal: str | None = None
 
     def reset(self, task: str, seed: int) -> Observation:
         self._obs = self.robot.reset(task, seed)
@@ -86,10 +88,14 @@ class DriverEnv:
         return self._obs
 
     def step(self, action: np.ndarray) -> tuple[Observation, bool]:
+        before = dict(self.safety.counts)
+        self.last_refusal = None
         try:
             checked = self.safety.check(action)
         except SafetyViolation:
             checked = None
+            grown = [k for k, n in self.safety.counts.items() if n > before.get(k, 0)]
+            self.last_refusal = grown[0] if grown else "bad_shape"
         if checked is not None:
             applied = self.safety.limit(checked, self._last_applied, self._obs.values)
             self.robot.act(applied)
@@ -173,8 +179,10 @@ class SimSetup:
 def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str | None,
                     action_steps: int = 1, chunk_blend: Literal["latest", "ensemble"] = "latest",
                     chunk_ensemble_m: float = 0.01) -> dict:
-    """One lock-stepped episode; returns success, return, length (ticks), held_ticks, latencies
-    (s, per policy call) and frames (the camera's, uint8 [H, W, 3] each, if ``camera_key``).
+    """One lock-stepped episode; returns success, return, length (ticks), held_ticks (every one
+    held because the safety layer refused the tick's action: also ``held_refused``), refused
+    (reason -> ticks, from the env's ``last_refusal``), latencies (s, per policy call) and frames
+    (the camera's, uint8 [H, W, 3] each, if ``camera_key``).
 
     The policy is asked for its chunk every ``action_steps`` ticks (it observes the states in
     between); each tick runs the action that a ``ChunkScheduler`` (the robot server's) blends
@@ -186,6 +194,7 @@ def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str 
     frames, latencies = [], []
     scheduler = ChunkScheduler(chunk_blend, chunk_ensemble_m, interpolate=False)
     total, held, length = 0.0, 0, 0
+    refused: dict[str, int] = {}
     while True:
         if camera_key is not None:
             frames.append(obs.values[camera_key])
@@ -201,9 +210,12 @@ def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str 
         obs, was_held = env.step(scheduler.action_at(length))
         total += float(obs.reward)
         held += was_held
+        if was_held:
+            reason = getattr(env, "last_refusal", None) or "refused"
+            refused[reason] = refused.get(reason, 0) + 1
         length += 1
     return {"success": bool(obs.success), "return": total, "length": length, "held_ticks": held,
-            "latencies": latencies, "frames": frames}
+            "held_refused": held, "refused": refused, "latencies": latencies, "frames": frames}
 
 
 _worker: dict = {}
@@ -295,12 +307,17 @@ def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
     eval_s = time.perf_counter() - t0
     latencies = [x for r in raw for x in r["latencies"]]
     episodes = [
-        {k: r[k] for k in ("task", "index", "seed", "success", "return", "length", "held_ticks")}
+        {k: r[k] for k in ("task", "index", "seed", "success", "return", "length", "held_ticks",
+                           "held_refused", "refused")}
         | {"video": None}
         for r in raw
     ]
-
-    warnings: list[str] = []
+    refused: dict[str, int] = {}
+    for e in episodes:
+        for reason, n in e["refused"].items():
+            refused[reason] = refused.get(reason, 0) + n
+    # lock-stepped: every held tick is a refused action, every tick ran one of the policy's
+    warnings = refusal_warnings(episodes, refused, sum(e["length"] for e in episodes), late=False)
     if camera is not None and cmd.videos_per_task > 0:
         chosen = [e for t in tasks for e in choose_videos([e for e in episodes if e["task"] == t],
                                                           cmd.videos_per_task)]
@@ -322,5 +339,6 @@ def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "eval_s": eval_s,
         "warnings": warnings,
+        "safety_refusals": refused,
     }
     return write_results(cmd.out, summarize(cmd, "sim", tasks, episodes, latencies, extra))

@@ -22,6 +22,41 @@ class PolicyLoadError(ValueError):
     """The file is not a tether ONNX policy (missing or malformed metadata)."""
 
 
+def check_metadata(meta: object, spec: RobotSpec) -> None:
+    """Check a policy's ``tether.policy`` metadata (see ``tether.policies.export``) against its spec.
+
+    Raises:
+        ValueError: the metadata is not an object; ``window`` (observations per call),
+            ``action_horizon`` or ``noise_length`` not a positive integer; ``goal`` not an object
+            with a ``tasks`` list of strings; an observation goal whose ``key`` the spec lacks;
+            no ``observation.state`` in the spec, or an action that is not a vector.
+    """
+    if not isinstance(meta, dict):
+        raise ValueError(f"tether.policy is a JSON {type(meta).__name__}, not an object")
+    for name, default in (("window", None), ("action_horizon", 1), ("noise_length", 1)):
+        value = meta.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100_000:
+            raise ValueError(f"{name} is {value!r}, not a positive integer"
+                             + (" (observations the policy reads per action)" if name == "window" else ""))
+    goal = meta.get("goal")
+    if not isinstance(goal, dict):
+        raise ValueError(f"goal is {goal!r}, not an object (kind, tasks)")
+    tasks = goal.get("tasks")
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise ValueError(f"goal.tasks is {tasks!r}, not a list of task names")
+    kind = goal.get("kind", "task_one_hot")
+    if kind not in ("task_one_hot", "observation"):
+        raise ValueError(f"goal.kind is {kind!r}, not task_one_hot or observation")
+    if kind == "task_one_hot" and not tasks:
+        raise ValueError("goal.tasks is empty: a task-goal policy needs the tasks it was trained on")
+    if kind == "observation" and goal.get("key") not in spec.observation:
+        raise ValueError(f"goal.key is {goal.get('key')!r}, not an observation of the policy's spec")
+    if "observation.state" not in spec.observation:
+        raise ValueError("the policy's spec has no observation.state, which the runner feeds it")
+    if len(spec.action.shape) != 1:
+        raise ValueError(f"the policy's action has shape {spec.action.shape}, not a vector")
+
+
 class PolicyRunner:
     """Run a tether ONNX policy.
 
@@ -35,7 +70,10 @@ class PolicyRunner:
             a stochastic SAC policy gives its mean action.
 
     Raises:
-        PolicyLoadError: no tether metadata in the file.
+        PolicyLoadError: no such file, an empty file or one onnxruntime cannot load, no or bad
+            tether metadata (``check_metadata``), or a graph whose inputs and outputs do not fit
+            the metadata (an input it cannot feed, a size other than the metadata's); the
+            message is one line.
     """
 
     def __init__(self, path: Path | str, seed: int = 0, providers: list[str] | None = None,
@@ -43,17 +81,32 @@ class PolicyRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one core per control loop: predictable latency
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(path), options, providers=providers or ["CPUExecutionProvider"]
-        )
+        path = Path(path)
+        if not path.is_file():
+            raise PolicyLoadError(f"policy file {path} does not exist")
+        if path.stat().st_size == 0:
+            raise PolicyLoadError(f"{path} is empty, not an ONNX model (an export that never "
+                                  "finished? run tether export again)")
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors are its pybind11 classes
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PolicyLoadError(f"{path} is not an ONNX model onnxruntime can load ({first[:200]}; "
+                                  "cut short or overwritten? run tether export again)") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.spec = RobotSpec.from_json(meta["tether.spec"])
             self.meta = json.loads(meta["tether.policy"])
-            self.window = int(self.meta["window"])
-            self.tasks: list[str] = list(self.meta["goal"]["tasks"])
-        except (KeyError, ValueError, SpecError) as e:
-            raise PolicyLoadError(f"{path} is not a tether policy: missing or bad metadata ({e})") from e
+            check_metadata(self.meta, self.spec)
+        except KeyError as e:
+            raise PolicyLoadError(f"{path} is not a tether policy: its metadata lacks {e} (tether "
+                                  "export writes it)") from None
+        except (ValueError, TypeError, SpecError) as e:
+            raise PolicyLoadError(f"{path} is not a tether policy: bad metadata ({e})") from None
+        self.window = int(self.meta["window"])
+        self.tasks: list[str] = list(self.meta["goal"]["tasks"])
         self.action_dim = self.spec.action.shape[0]
         self.action_horizon = int(self.meta.get("action_horizon", 1))
         self._noise_length = int(self.meta.get("noise_length", self.window))
@@ -70,6 +123,53 @@ class PolicyRunner:
         goal = self.meta["goal"]
         self._goal_key = goal.get("key") if goal.get("kind") == "observation" else None
         self._goal = np.zeros((1, len(self.tasks)), dtype=np.float32)
+        self._check_graph(path)
+
+    def _check_graph(self, path: Path) -> None:
+        """The graph's inputs and outputs against the metadata: every input one the runner feeds,
+        and every fixed size what the runner feeds or the spec says.
+
+        Raises:
+            PolicyLoadError: an input the runner cannot feed, or one (or an output) whose size
+                differs from the metadata's.
+        """
+        goal_dim = (self.spec.observation[self._goal_key].shape[0] if self._goal_key is not None
+                    else len(self.tasks))
+        expected = {
+            "obs": ("observation window [B, window, state]", (None, self.window, self._obs_feature.shape[0])),
+            "goal": (f"goal [B, {'goal observation' if self._goal_key else 'task one-hot'}]", (None, goal_dim)),
+            "noise": ("sampler noise [B, noise_length, action]", (None, self._noise_length, self.action_dim)),
+            **{k: (f"camera {k} [B, H, W, C]", (None, *self.spec.observation[k].shape)) for k in self._images},
+        }
+        for node in self.session.get_inputs():
+            if node.name not in expected:
+                raise PolicyLoadError(f"{path}: the graph has an input {node.name!r} that the runner "
+                                      f"cannot feed (it feeds {', '.join(expected)})")
+            what, want = expected[node.name]
+            self._check_shape(path, f"input {node.name!r} ({what})", node.shape, want)
+        if "obs" not in self._inputs:
+            raise PolicyLoadError(f"{path}: the graph has no 'obs' input for the observation window")
+        if "action" not in self._outputs:
+            raise PolicyLoadError(f"{path}: the graph has no 'action' output (it has {self._outputs})")
+        for node in self.session.get_outputs():
+            if node.name == "action":
+                self._check_shape(path, "output 'action' [B, action]", node.shape, (None, self.action_dim))
+            elif node.name == "actions":
+                self._check_shape(path, "output 'actions' [B, horizon, action]", node.shape,
+                                  (None, self.action_horizon, self.action_dim))
+
+    @staticmethod
+    def _check_shape(path: Path, what: str, shape: list, want: tuple) -> None:
+        """Compare a graph node's shape (ints, or names/None for dynamic sizes) with ``want``
+        (None: any size); only fixed sizes are compared."""
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+        if len(fixed) != len(want) or any(d is not None and w is not None and d != w
+                                          for d, w in zip(fixed, want)):
+            shown = [d if isinstance(d, int) else "?" for d in shape]
+            expected = ["B" if w is None else w for w in want]
+            raise PolicyLoadError(f"{path}: the graph's {what} has shape {shown}, but its metadata "
+                                  f"and spec make it {expected} (a graph exported for another robot "
+                                  "or window? export it again)")
 
     @property
     def noise_shape(self) -> tuple[int, int, int] | None:

@@ -81,6 +81,12 @@ def _restore_sigint() -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``tether`` console script."""
     _restore_sigint()
+    try:
+        from tether.launch.processes import die_with_parent
+
+        die_with_parent()  # a child of another tether process stops when that one dies
+    except KeyboardInterrupt:
+        sys.exit(130)
     cfg = tyro.extras.subcommand_cli_from_dict(
         {name: cls for name, (cls, _) in VERBS.items()},
         prog="tether",

@@ -351,7 +351,9 @@ def main(cfg: CollectConfig) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     total = cfg.episodes * (len(cfg.tasks) if cfg.env == "metaworld" else 1)
-    with progress_bar() as progress:
+    # SIGTERM stops the robot server on the way out, as Ctrl-C does (SIGKILL: the server's own
+    # death signal, see tether.launch.processes)
+    with processes.sigterm_as_interrupt(), progress_bar() as progress:
         bar = progress.add_task("collect", total=total)
         result = collect(cfg, cfg.dataset.parent / "logs", lambda *_: progress.advance(bar))
     print(

@@ -1,12 +1,27 @@
-"""Starting and stopping tether processes (robot servers, policy runners) from Python."""
+"""Starting and stopping tether processes (robot servers, policy runners) from Python.
+
+A child started by ``start`` does not outlive its parent, however the parent ends:
+
+- SIGINT, or SIGTERM where the parent uses ``sigterm_as_interrupt``: the parent's ``finally``
+  blocks run and ``stop`` asks the child to stop (a robot server holds the robot first);
+- SIGKILL, a crash, or SIGTERM elsewhere: nothing runs in the parent, so the child asks Linux
+  (``prctl(PR_SET_PDEATHSIG, SIGINT)``, in ``die_with_parent``, which ``tether``'s entry point
+  calls first) to send it SIGINT when its parent dies, and stops as on Ctrl-C. The signal follows
+  the *thread* that started the child: call ``start`` from a thread that lives as long as the
+  child (the main thread). Other systems have no such call: there, a child of a SIGKILLed parent
+  keeps running (kill the process group, e.g. ``kill -- -PGID``, to take both down).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tether.robot.client import RobotClient, RobotLinkError
@@ -32,11 +47,69 @@ def tether_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tether.launch.cli", *args]
 
 
-def start(args: list[str], log_path: Path) -> subprocess.Popen:
-    """Start ``tether ARGS`` in the background, its output going to ``log_path``."""
+PARENT_ENV = "TETHER_PARENT_PID"  # set by ``start``: the pid the child must not outlive
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def start(args: list[str], log_path: Path, die_with_parent: bool = True) -> subprocess.Popen:
+    """Start ``tether ARGS`` in the background, its output going to ``log_path``.
+
+    Args:
+        die_with_parent: the child gets SIGINT when this process dies (Linux; see the module
+            docstring), so a killed parent leaves no robot server behind.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")
-    return subprocess.Popen(tether_command(*args), stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, PARENT_ENV: str(os.getpid())} if die_with_parent else None
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(tether_command(*args), stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def die_with_parent() -> bool:
+    """In a process started by ``start``: have Linux send it SIGINT when its parent dies
+    (``PR_SET_PDEATHSIG``), and stop now if the parent is already gone (it died between
+    starting this process and this call). Does nothing in a process not started by ``start``.
+
+    Returns:
+        Whether the death signal is set (False: not a child of ``start``, or not Linux).
+
+    Raises:
+        KeyboardInterrupt: the parent died before the signal was set (as if it had come).
+    """
+    parent = os.environ.pop(PARENT_ENV, None)  # not inherited by this process' own children
+    if parent is None:
+        return False
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if parent.isdigit() and os.getppid() != int(parent):
+        raise KeyboardInterrupt  # orphaned already: the signal will never come
+    return armed
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block (main thread only), SIGTERM raises ``SystemExit(143)`` (128 + SIGTERM)
+    instead of ending the process at once, so ``finally`` blocks stop the children first."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def wait_for_server(address: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:

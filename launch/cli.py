@@ -64,6 +64,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _one_line(error: BaseException, verb: str) -> str:
+    """The message of a user error on one line; an operating system's bare "[Errno 2] No such
+    file or directory: 'PATH'" says what is missing and who needs it."""
+    if isinstance(error, OSError) and error.errno is not None and error.filename is not None:
+        return (f"{error.filename} {'does not exist' if isinstance(error, FileNotFoundError) else 'cannot be used'} "
+                f"({error.strerror}): tether {verb} needs it; check the path")
+    return str(error)
+
+
 def _restore_sigint() -> None:
     """Make SIGINT raise KeyboardInterrupt even when this process inherited it ignored.
 
@@ -94,11 +103,11 @@ def main(args: list[str] | None = None) -> None:
         "on robots over ZeroMQ.",
         args=args,
     )
-    run = next(fn for cls, fn in VERBS.values() if isinstance(cfg, cls))
+    verb, run = next((name, fn) for name, (cls, fn) in VERBS.items() if isinstance(cfg, cls))
     try:
         run(cfg)
     except _user_errors() as e:
-        print(f"tether: error: {e}", file=sys.stderr)
+        print(f"tether: error: {_one_line(e, verb)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

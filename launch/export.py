@@ -35,16 +35,28 @@ def export(cmd: ExportCommand) -> tuple[Path, float, int]:
     parity; returns (onnx path, max abs difference, parameter count).
 
     Raises:
+        FileNotFoundError: no checkpoint file.
+        PolicyLoadError: a file torch cannot load (cut short, overwritten).
         ValueError: the parity check fails (difference above ``cmd.tolerance``).
     """
     from tether.policies.beso import Beso
     from tether.policies.checkpoint import checkpoint_kind, load_policy
     from tether.policies.export import export_policy, parity
     from tether.policies.offline import OFFLINE_KINDS, load_offline_policy
+    from tether.robot.runner import PolicyLoadError
 
     overrides = {k: v for k, v in (("num_steps", cmd.num_steps), ("guidance_weight", cmd.guidance_weight),
                                    ("sampler", cmd.sampler)) if v is not None}
-    if checkpoint_kind(cmd.checkpoint) in OFFLINE_KINDS:
+    if not cmd.checkpoint.is_file():
+        raise FileNotFoundError(f"no checkpoint at {cmd.checkpoint}: tether export reads the policy.pt "
+                                "that tether train writes")
+    try:
+        kind = checkpoint_kind(cmd.checkpoint)
+    except Exception as e:  # noqa: BLE001 - torch.load's errors on a damaged file are many
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise PolicyLoadError(f"{cmd.checkpoint} is not a checkpoint torch can load ({first}; cut short "
+                              "or overwritten? train again, or take checkpoints/policy.pt)") from None
+    if kind in OFFLINE_KINDS:
         learner, normalizer, tasks, spec = load_offline_policy(cmd.checkpoint)
         model, goal_dims = learner.actor, None
     else:

@@ -211,3 +211,24 @@ def test_robot_eval_reasons_match_the_servers_counts(tmp_path, serve, name):
     assert held == sum(e["held_refused"] for e in results["per_episode"]) == 12
     (warning,) = results["warnings"]
     assert f"({reason} {counted[reason]}:" in warning and "loaded machine" not in warning
+
+
+def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, cli_error):
+    path = tmp_path / "policy.pt"
+    path.write_bytes(np.random.default_rng(2).bytes(4096))
+    err = cli_error("eval", path, "--sim", "pointmass", "--episodes", "1", "--out", tmp_path / "ev")
+    assert f"{path} is not a checkpoint torch can load" in err
+    assert "no checkpoint at" in cli_error("export", tmp_path / "nope" / "policy.pt")
+
+
+def test_a_missing_file_says_who_needs_it(tmp_path):
+    """The operating system's bare "[Errno 2] No such file or directory: 'PATH'" gets the verb
+    that needed the file."""
+    from tether.launch.cli import _one_line
+
+    with pytest.raises(FileNotFoundError) as error:
+        open(tmp_path / "arm.json")
+    assert _one_line(error.value, "serve") == (
+        f"{tmp_path / 'arm.json'} does not exist (No such file or directory): tether serve needs it; "
+        "check the path")
+    assert _one_line(FileNotFoundError("no launch file x.yaml"), "launch") == "no launch file x.yaml"

@@ -16,8 +16,9 @@ nothing to go on ends the check there):
 5. videos: present, an H.264 stream of the feature's size (padded to even), enough frames for
    every episode it holds (``--quick``: packets counted without decoding; full: every frame
    decoded);
-6. ``meta/stats.json``: valid JSON, statistics for every declared feature, of the feature's
-   size, finite, counting the dataset's frames.
+6. ``meta/stats.json``: valid JSON; statistics of the action and every observation (what
+   training normalizes with), and of any other feature they cover: of the feature's size,
+   finite, and (vector features) counting the dataset's frames.
 
 Files under ``data/`` and ``videos/`` that no committed episode lists are noted (an interrupted
 recording leaves them; ``tether collect --resume`` removes those past the committed episodes).
@@ -490,6 +491,8 @@ class _Checker:
             if feature["dtype"] == "string":
                 continue
             entry = stats.get(key)
+            if entry is None and not (key == "action" or key.startswith("observation.")):
+                continue  # only what training normalizes must be there (LeRobot may leave others out)
             if not isinstance(entry, dict):
                 self.problem(fmt.STATS_PATH, f"has no statistics of {key} (tether dataset stats "
                              "DATASET --recompute rewrites them)")
@@ -510,7 +513,8 @@ class _Checker:
             elif not all(np.isfinite(v).all() for v in values.values()):
                 self.problem(fmt.STATS_PATH, f"holds NaN or inf in {key}'s statistics (tether dataset stats "
                              "DATASET --recompute rewrites them)")
-            elif int(values["count"].reshape(-1)[0]) not in frames:
+            elif (feature["dtype"] not in ("video", "image")  # LeRobot counts sampled frames there
+                  and int(values["count"].reshape(-1)[0]) not in frames):
                 self.problem(fmt.STATS_PATH, f"counts {int(values['count'].reshape(-1)[0])} frames of "
                              f"{key}, the dataset holds {self.report.frames}")
 

@@ -13,7 +13,7 @@ nothing to go on ends the check there):
 4. data files: present and readable parquet, every declared non-video column there, each
    episode's rows where the episode table says (``--quick``: the row count from the footer only;
    full: every column read, ``episode_index``/``frame_index``/``index`` as listed);
-5. videos: present, an H.264 stream of the feature's size (padded to even), enough frames for
+5. videos: present, a video stream of the feature's size (padded to even), enough frames for
    every episode it holds (``--quick``: packets counted without decoding; full: every frame
    decoded);
 6. ``meta/stats.json``: valid JSON; statistics of the action and every observation (what
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,6 @@ ROLES = {
                     "with (tether dataset stats DATASET --recompute rewrites it from the data)",
 }
 STAT_KEYS = ("min", "max", "mean", "std", "count")
-_FILE = re.compile(r"chunk-(\d+)/file-(\d+)\.(parquet|mp4)(\.tmp)?$")
 
 
 class InfoError(ValueError):

@@ -14,7 +14,7 @@ import torch
 from tether.launch.cli import main
 from tether.policies.offline import load_offline_policy
 from tether.robot.dataset import Dataset
-from tether.robot.drivers.pointmass import TASK
+from tether.robot.drivers.pointmass import TASK, PointMassRobot
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,8 +42,7 @@ def oracle_labels(root, pairs=200, seed=1):
 
 
 
-def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, pointmass_server,
-                                                               reach_dataset):
+def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, serve, reach_dataset):
     root = reach_dataset(tmp_path / "ds")
     oracle_labels(root)
     # 1000 steps: at 150 the model was short of converged (validation accuracy 0.65 to 0.9 over
@@ -66,9 +65,11 @@ def test_labels_to_relabelled_iql_policy_evaluated_on_a_robot(tmp_path, capsys, 
         assert (out / name).exists(), name
     assert json.loads((out / "config.json").read_text())["iql"]["reward"] == "reward.oracle"
 
-    # a policy.pt is exported before it is evaluated, whatever algorithm wrote it
-    main(["eval", str(out / "policy.pt"), "--robot", pointmass_server.address, "--episodes", "1",
-          "--out", str(tmp_path / "eval"), "--videos-per-task", "0"])
+    # a policy.pt is exported before it is evaluated, whatever algorithm wrote it (on a lock-stepped
+    # server: its 400 ticks need not take 2 s of real time)
+    with serve(PointMassRobot(rate_hz=200.0, max_episode_steps=400), lockstep=True) as server:
+        main(["eval", str(out / "policy.pt"), "--robot", server.address, "--episodes", "1",
+              "--out", str(tmp_path / "eval"), "--videos-per-task", "0"])
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert result["tasks"][TASK]["episodes"] == 1 and result["latency_ms"]["p50"] > 0
     assert (tmp_path / "eval" / "policy.onnx").read_bytes() == (out / "policy.onnx").read_bytes()

@@ -125,20 +125,20 @@ def test_collect_cube_single_writes_a_readable_dataset_with_video(tmp_path):
     root = tmp_path / "play"
     proc = subprocess.run(
         [sys.executable, "-m", "tether.launch.cli", "collect", str(root), "--env", "ogbench:cube-single",
-         "--episodes", "2", "--episode-steps", "100", "--image-size", "32", "--rate-hz", "20"],
+         "--episodes", "2", "--episode-steps", "50", "--image-size", "32", "--rate-hz", "20"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "2 episodes, 200 frames" in proc.stdout
+    assert "2 episodes, 100 frames" in proc.stdout
     dataset = Dataset(root)
     assert len(dataset) == 2 and dataset.spec.robot_type == "ogbench-cube-single"
     assert "observation.goal" not in dataset.spec.observation  # play has no goal
     episode = dataset.episode(1)
-    assert episode["observation.state"].shape == (100, 28) and episode["action"].shape == (100, 5)
-    assert episode["observation.qpos"].shape == (100, 21)
+    assert episode["observation.state"].shape == (50, 28) and episode["action"].shape == (50, 5)
+    assert episode["observation.qpos"].shape == (50, 21)
     assert np.abs(episode["action"]).max() <= 1 and np.abs(episode["action"]).sum() > 10
     video = dataset.video("observation.images.front_pixels", 1)
-    assert video.shape == (100, 32, 32, 3)
+    assert video.shape == (50, 32, 32, 3)
     assert set(dataset.tasks) == {"play"}
     from tether.launch import UsageError
     from tether.launch.collect import CollectConfig, ogbench_env

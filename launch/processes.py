@@ -5,11 +5,11 @@ A child started by ``start`` does not outlive its parent, however the parent end
 - SIGINT, or SIGTERM where the parent uses ``sigterm_as_interrupt``: the parent's ``finally``
   blocks run and ``stop`` asks the child to stop (a robot server holds the robot first);
 - SIGKILL, a crash, or SIGTERM elsewhere: nothing runs in the parent, so the child asks Linux
-  (``prctl(PR_SET_PDEATHSIG, SIGINT)``, in ``die_with_parent``, which ``tether``'s entry point
-  calls first) to send it SIGINT when its parent dies, and stops as on Ctrl-C. The signal follows
-  the *thread* that started the child: call ``start`` from a thread that lives as long as the
-  child (the main thread). Other systems have no such call: there, a child of a SIGKILLed parent
-  keeps running (kill the process group, e.g. ``kill -- -PGID``, to take both down).
+  (``prctl(PR_SET_PDEATHSIG)``, in ``die_with_parent``, which ``tether``'s entry point calls
+  first) to signal it when its parent dies, and then stops as on Ctrl-C (one SIGINT). The signal
+  follows the *thread* that started the child: call ``start`` from a thread that lives as long
+  as the child (the main thread). Other systems have no such call: there, a child of a SIGKILLed
+  parent keeps running (kill the process group, e.g. ``kill -- -PGID``, to take both down).
 """
 
 from __future__ import annotations
@@ -49,14 +49,15 @@ def tether_command(*args: str) -> list[str]:
 
 PARENT_ENV = "TETHER_PARENT_PID"  # set by ``start``: the pid the child must not outlive
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+DEATH_SIGNAL = signal.SIGUSR2  # what Linux sends a child of ``start`` when its parent dies
 
 
 def start(args: list[str], log_path: Path, die_with_parent: bool = True) -> subprocess.Popen:
     """Start ``tether ARGS`` in the background, its output going to ``log_path``.
 
     Args:
-        die_with_parent: the child gets SIGINT when this process dies (Linux; see the module
-            docstring), so a killed parent leaves no robot server behind.
+        die_with_parent: the child stops as on Ctrl-C when this process dies (Linux; see the
+            module docstring), so a killed parent leaves no robot server behind.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, PARENT_ENV: str(os.getpid())} if die_with_parent else None
@@ -65,28 +66,50 @@ def start(args: list[str], log_path: Path, die_with_parent: bool = True) -> subp
 
 
 def die_with_parent() -> bool:
-    """In a process started by ``start``: have Linux send it SIGINT when its parent dies
-    (``PR_SET_PDEATHSIG``), and stop now if the parent is already gone (it died between
-    starting this process and this call). Does nothing in a process not started by ``start``.
+    """In a process started by ``start``: have Linux signal it when its parent dies
+    (``PR_SET_PDEATHSIG``), and then stop as on Ctrl-C (one SIGINT); stop now if the parent is
+    already gone (it died between starting this process and this call). Does nothing in a
+    process not started by ``start``.
+
+    The death signal is ``DEATH_SIGNAL`` (SIGUSR2), not SIGINT itself: Linux sends it again each
+    time the orphan is handed from one dying thread of the parent to the next, and a handler that
+    is not reentrant (``Event.set``, as ``tether serve``'s is) deadlocks on a second SIGINT that
+    lands while the first is being handled. Its handler disarms the death signal and raises
+    SIGINT exactly once.
 
     Returns:
-        Whether the death signal is set (False: not a child of ``start``, or not Linux).
+        Whether the death signal is set (False: not a child of ``start``, not Linux, or not
+        called from the main thread, where signal handlers live).
 
     Raises:
         KeyboardInterrupt: the parent died before the signal was set (as if it had come).
     """
+    import threading
+
     parent = os.environ.pop(PARENT_ENV, None)  # not inherited by this process' own children
     if parent is None:
         return False
     armed = False
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
         import ctypes
 
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
+        except OSError:
+            libc = None
+        fired = []
+
+        def on_parent_death(signum, frame) -> None:
+            if fired:  # a repeat from the next dying thread of the parent
+                return
+            fired.append(True)
+            libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # no more of them
+            signal.signal(DEATH_SIGNAL, signal.SIG_IGN)
+            signal.raise_signal(signal.SIGINT)  # once: whatever this process does on Ctrl-C
+
+        if libc is not None:
+            signal.signal(DEATH_SIGNAL, on_parent_death)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0) == 0
     if parent.isdigit() and os.getppid() != int(parent):
         raise KeyboardInterrupt  # orphaned already: the signal will never come
     return armed

@@ -95,3 +95,40 @@ def test_a_child_of_a_dead_parent_stops_at_once(tmp_path):
     env.pop(processes.PARENT_ENV)  # not started by processes.start: nothing changes
     assert subprocess.run(processes.tether_command("keys", "--help"), env=env, capture_output=True,
                           timeout=60).returncode == 0
+
+
+
+CHILD = """
+import signal, sys, time
+from tether.launch import processes
+interrupts = []
+armed = processes.die_with_parent()
+signal.signal(signal.SIGINT, lambda *_: interrupts.append(time.monotonic()))
+open(sys.argv[1] + ".ready", "w").write(str(armed))
+time.sleep(2)
+open(sys.argv[1], "w").write(str(len(interrupts)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_repeated_death_signals_give_one_interrupt(tmp_path):
+    """Linux sends the death signal again each time the orphan passes from one dying thread of
+    its parent to the next; a second SIGINT landing while the first is handled deadlocks a
+    handler that is not reentrant (tether serve's sets a threading.Event: a collect test once
+    left such a server behind). The child turns any number of death signals into one SIGINT."""
+    out = tmp_path / "interrupts"
+    env = {**os.environ, processes.PARENT_ENV: str(os.getpid())}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(out)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "interrupts.ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (tmp_path / "interrupts.ready").read_text() == "True"
+        for _ in range(3):  # as Linux does when the parent's threads die one after the other
+            os.kill(child.pid, processes.DEATH_SIGNAL)
+            time.sleep(0.1)
+        assert child.wait(30) == 0 and out.read_text() == "1"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

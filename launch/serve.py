@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -125,6 +124,21 @@ def make_robot(cfg: ServeConfig):
     return robot
 
 
+class StopFlag:
+    """A stop request set from a signal handler, for ``RobotServer.run(stop)``. Not a
+    ``threading.Event``: its ``set`` takes a lock, and a second signal arriving while the first
+    handler holds it deadlocks the process (Ctrl-C reaches a server and its parent at once)."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 def main(cfg: ServeConfig) -> None:
     """Entry point of ``tether serve``: run a robot driver behind a ZeroMQ robot server until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s serve %(levelname)s %(message)s")
@@ -148,7 +162,7 @@ def main(cfg: ServeConfig) -> None:
         make_robot(cfg), cfg.address, rate_hz=cfg.rate_hz, keys=keys, insecure=cfg.insecure,
         lockstep=cfg.lockstep, chunk_blend=cfg.chunk_blend, chunk_ensemble_m=cfg.chunk_ensemble_m,
     )
-    stop = threading.Event()
+    stop = StopFlag()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stats = server.run(stop)

@@ -269,7 +269,8 @@ def decode(frame: bytes, max_bytes: int = MAX_MESSAGE_BYTES,
         raise ProtocolError(f"not a msgpack message: {type(e).__name__}: {e}") from e
     if not isinstance(msg, dict):
         raise ProtocolError(f"a message must be a map, got {type(msg).__name__}")
-    if msg.get("v") != PROTOCOL_VERSION:
+    version = msg.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # an array here compares per element
         raise ProtocolError(f"protocol version {msg.get('v')!r}, expected {PROTOCOL_VERSION}")
     msg_type = msg.get("type")
     schema = SCHEMA.get(msg_type) if isinstance(msg_type, str) else None

@@ -187,6 +187,9 @@ class RobotServer:
         except protocol.ProtocolError as e:  # decode wraps msgpack's own errors
             self._reject("malformed", e)
             return
+        except Exception as e:  # a bug in decoding: counted like any handler's, never fatal
+            self._reject("handler_error", f"decode: {type(e).__name__}: {e}")
+            return
         try:
             self._dispatch(identity, msg)
         except Exception as e:  # a bug must not end the control loop: the robot would be left
@@ -476,7 +479,10 @@ class RobotServer:
 
     def run(self, stop: threading.Event | None = None, duration_s: float | None = None) -> ServerStats:
         """Bind, connect the robot and run the control loop until ``stop`` is set (or for
-        ``duration_s``). The robot is held and disconnected on the way out, whatever happens."""
+        ``duration_s``). The robot is held and disconnected on the way out, whatever happens.
+
+        ``stop``: anything with ``is_set()`` (a signal handler's lock-free flag:
+        ``tether.launch.serve.StopFlag``)."""
         stop = stop or threading.Event()
         cmd_ep, state_ep = protocol.endpoints(self.address)
         ctx = zmq.Context()  # its own: the ZAP authenticator is per context

@@ -210,6 +210,9 @@ def test_integer_and_bool_actions_and_commands_from_the_future_are_rejected(serv
     (dict(type="chunk", t0=1.0, dt=float("inf"), ref_seq=1), "chunk.dt: not finite"),
     (dict(type="hello", role="controller" * 10, client="c", spec=None), "hello.role"),
     (dict(type="heartbeat", seq=-5), "heartbeat.seq"),
+    (dict(type="heartbeat", v=np.zeros(3, np.float32)), "protocol version"),  # crashed the server once
+    (dict(type=np.zeros(3, np.float32)), "unknown message type"),
+    (dict(type="heartbeat", seq=np.zeros(3, np.int64)), "integer 'seq'"),
 ])
 def test_schema_bounds_every_field(body, message):
     full = {"v": 1, "seq": 1, "t": 0.0, "action": np.zeros(2, np.float32), "actions": np.zeros((2, 2), np.float32),

@@ -1,5 +1,6 @@
 """The robot server and client over real ZeroMQ sockets on loopback."""
 
+import json
 import time
 
 import msgpack
@@ -175,3 +176,23 @@ def test_a_1khz_server_answers_and_a_client_reads_every_tick(tmp_path):
         assert processes.stop(server) == 0
     assert state["done"] and state["step"] == len(seqs) - 1 and np.diff(seqs).max() == 1  # every tick read
     assert answered > 300  # most ticks ran a command that answered a state of this loop
+
+
+def test_tether_serve_stops_on_signals_in_quick_succession(tmp_path):
+    # Ctrl-C reaches a server and the collector that started it at once, and the collector then
+    # asks the server to stop too: a handler that took a lock (threading.Event.set) could deadlock.
+    import signal
+
+    from tether.launch import processes
+
+    for _ in range(3):
+        address = processes.free_tcp_address()
+        stats = tmp_path / "stats.json"
+        server = processes.start(["serve", "--robot", "pointmass", "--address", address, "--stats-json",
+                                  str(stats)], tmp_path / "serve.log", die_with_parent=False)
+        processes.wait_for_server(address, server, timeout_s=30)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGINT):
+            server.send_signal(sig)
+        assert server.wait(20) == 0
+        assert json.loads(stats.read_text())["ticks"] > 0
+        stats.unlink()

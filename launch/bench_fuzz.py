@@ -22,7 +22,7 @@ For each robot a server runs in its own process; this process plays its clients:
 
 A server passes when it never exits, its stats account for every message (``received``, by
 rejection reason), it exits cleanly on SIGINT, it keeps 99% of its control rate (judged where the
-driver's resets, the fuzzer's valid ones, took under 1% of the time: MetaWorld's take ~20 ms
+driver's resets, the fuzzer's valid ones, took under 5% of the time: MetaWorld's take ~20 ms
 each; ``reset_seconds`` says how long) and no big frame stretches a tick period past two
 periods. Reported per robot: messages/s, achieved control rate, tick period p50/p99/max during the
 fuzz, and the worst period while big frames arrive.
@@ -520,10 +520,10 @@ def fuzz_server(robot: str, cfg: FuzzBench, folder: Path) -> dict:
         "every_message_counted": stats is not None
         and stats["received"] >= result.get("messages", 0) + result.get("controller_messages", 0)
         and sum(stats["rejected"].values()) <= stats["received"],
-        # judged where the driver's resets (the fuzzer's valid ones) took under 1% of the time: a
+        # judged where the driver's resets (the fuzzer's valid ones) took under 5% of the time: a
         # MetaWorld reset takes ~20 ms, which no link can shorten (None: not judged, see
         # reset_seconds)
-        "rate_ge_99pct": None if result.get("reset_seconds", 0) > 0.01 * result.get("fuzz_seconds", math.inf)
+        "rate_ge_99pct": None if result.get("reset_seconds", 0) > 0.05 * result.get("fuzz_seconds", math.inf)
         else result.get("achieved_rate_hz", 0) >= 0.99 * nominal,
         "big_frame_period_le_2_periods": all(b["max_period_ms"] <= 2e3 / nominal for b in big),
     }

@@ -347,10 +347,9 @@ class _Observer(threading.Thread):
             self.sub.close(linger=0)
 
 
-def _hello_socket(ctx: zmq.Context, address: str, spec: RobotSpec | None,
-                  role: str = "controller") -> zmq.Socket:
+def _hello_socket(address: str, spec: RobotSpec | None, role: str = "controller") -> zmq.Socket:
     """A DEALER to the server's command endpoint; with ``spec``, admitted in ``role``."""
-    sock = ctx.socket(zmq.DEALER)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 2000)  # closing flushes what was sent: every message is counted
     sock.connect(protocol.endpoints(address)[0])
     if spec is not None:
@@ -371,7 +370,6 @@ def send_fuzz(fuzzer: LinkFuzzer, sockets: list[zmq.Socket], address: str, count
     """Send ``count`` fuzz messages (None: until ``stop`` is set) at ``message_rate`` per second,
     alternating over ``sockets``; ``sockets[1]`` (a peer without hello) is made anew every 1000
     messages. Stops early when ``alive()`` turns false. Returns how many were sent."""
-    ctx = zmq.Context.instance()
     t0 = time.perf_counter()
     sent = 0
     while (count is None or sent < count) and not (stop is not None and stop.is_set()):
@@ -382,7 +380,7 @@ def send_fuzz(fuzzer: LinkFuzzer, sockets: list[zmq.Socket], address: str, count
         sent += 1
         if sent % 1000 == 0 and len(sockets) > 1:
             sockets[1].close()
-            sockets[1] = _hello_socket(ctx, address, None)
+            sockets[1] = _hello_socket(address, None)
         if sent % 256 == 0:
             for s in sockets:
                 _drain(s)
@@ -399,8 +397,7 @@ def fuzz_beside(address: str, message_rate: float, seconds: float, seed: int = 0
         spec = client.spec  # the handshake on entering
     limits = protocol.DecodeLimits.for_robot(spec, MAX_CHUNK)
     fuzzer = LinkFuzzer(spec, limits.max_bytes, seed, types=("command", "chunk", "heartbeat"))
-    ctx = zmq.Context.instance()
-    sockets = [_hello_socket(ctx, address, spec, role="observer"), _hello_socket(ctx, address, None)]
+    sockets = [_hello_socket(address, spec, role="observer"), _hello_socket(address, None)]
     stop = threading.Event()
     threading.Timer(seconds, stop.set).start()
     sent = send_fuzz(fuzzer, sockets, address, None, message_rate, stop=stop)
@@ -432,13 +429,12 @@ def _unbounded_decode_ms(frame: bytes) -> float:
 def _big_frames(address: str, spec: RobotSpec, observer: _Observer) -> list[dict]:
     """Issue 24's single frames, before and after a hello: the worst tick period after each, and
     the baseline (the frame's decoding time without limits, measured here)."""
-    ctx = zmq.Context.instance()
     cases = [("arrays", 16_000_000), ("ints", 16_000_000), ("keys", 15_000_000)]
     baseline = {kind: _unbounded_decode_ms(costly_frame(kind, size)) for kind, size in cases}
     results = []
     for handshaken in (False, True):
         for kind, size in cases:
-            sock = _hello_socket(ctx, address, spec if handshaken else None)
+            sock = _hello_socket(address, spec if handshaken else None)
             frame = costly_frame(kind, size)
             time.sleep(0.2)
             start = len(observer.periods)
@@ -476,8 +472,7 @@ def fuzz_server(robot: str, cfg: FuzzBench, folder: Path) -> dict:
             raise RuntimeError(f"the controller could not connect: {controller.error}")
         limits = protocol.DecodeLimits.for_robot(spec, MAX_CHUNK)
         fuzzer = LinkFuzzer(spec, limits.max_bytes, cfg.seed, lambda: controller.latest)
-        ctx = zmq.Context.instance()
-        sockets = [_hello_socket(ctx, address, spec), _hello_socket(ctx, address, None)]
+        sockets = [_hello_socket(address, spec), _hello_socket(address, None)]
         start_periods, start_reset_s = len(observer.periods), observer.reset_s
         t0 = time.perf_counter()
         sent = send_fuzz(fuzzer, sockets, address, cfg.messages, cfg.message_rate,

@@ -10,7 +10,7 @@ import sys
 
 import tyro
 
-from tether.launch import bench, collect, dataset, demo, eval as eval_verb, export, keys, serve, teleop, train
+from tether.launch import bench, calibrate, collect, dataset, demo, eval as eval_verb, export, keys, serve, teleop, train
 from tether.launch import finetune, launch_verb
 from tether.launch import label as label_verb
 from tether.launch import pretrain_value as pretrain_value_verb
@@ -21,6 +21,7 @@ from tether.launch import train_sim
 VERBS = {
     "demo": (demo.DemoCommand, demo.main),
     "serve": (serve.ServeConfig, serve.main),
+    "calibrate": (calibrate.CalibrateCommand, calibrate.main),
     "collect": (collect.CollectConfig, collect.main),
     "teleop": (teleop.TeleopCommand, teleop.main),
     "train": (train.TrainCommand, train.main),
@@ -48,7 +49,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tether.perception.success_rewards import RewardSourceError
     from tether.robot.teleop import MappingError, TeleopError
     from tether.robot.client import RobotLinkError
-    from tether.robot.drivers.dynamixel import DynamixelError
+    from tether.robot.drivers.servo_arm import ServoBusError
     from tether.robot.dataset import DatasetError, DatasetExistsError
     from tether.robot.runner import PolicyLoadError
     from tether.robot.security import InsecureBindError
@@ -57,7 +58,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tether.sim.metaworld import UnknownTaskError
 
     errors: list[type[BaseException]] = [
-        OutputExistsError, RobotLinkError, InsecureBindError, FileExistsError, DynamixelError, DatasetError, DatasetExistsError, PolicyLoadError,
+        OutputExistsError, RobotLinkError, InsecureBindError, FileExistsError, ServoBusError, DatasetError, DatasetExistsError, PolicyLoadError,
         SpecError, SpecMismatchError, UnknownTaskError, RenderBackendError, FileNotFoundError, UsageError,
         CameraError, TeleopError, MappingError, LabelError, VLMError, RewardSourceError,
     ]

@@ -25,16 +25,18 @@ class ServeConfig:
 
     address: str = "tcp://127.0.0.1:5555"
     """Where to bind: tcp://HOST:PORT (state on PORT+1) or ipc://PATH."""
-    robot: Literal["metaworld", "arm", "ogbench", "pointmass", "dynamixel"] = "metaworld"
+    robot: Literal["metaworld", "arm", "ogbench", "pointmass", "dynamixel", "feetech"] = "metaworld"
     """Driver: metaworld (simulated Sawyer, MetaWorld v3 tasks), arm (tether's simulated
     OpenMANIPULATOR-X: reach, push), ogbench (an OGBench UR5e scene, see --env), pointmass (numpy,
-    for tests and link benchmarks) or dynamixel (a DYNAMIXEL arm; needs --robot-config)."""
+    for tests and link benchmarks), dynamixel (a DYNAMIXEL arm) or feetech (a Feetech STS arm: SO-100 /
+SO-101); the hardware drivers need --robot-config."""
     env: str = "scene"
     """--robot ogbench only: the OGBench env (scene, cube-single); its tasks are task1..task5
     (evaluation goals) and play; --max-episode-steps sets the play episode length."""
     robot_config: Path | None = None
-    """JSON file of the hardware driver's settings (for dynamixel: the fields of
-    tether.robot.drivers.dynamixel.DynamixelConfig: port, ids, low, high, home, ...)."""
+    """JSON file of the hardware driver's settings (for dynamixel / feetech: the fields of
+    tether.robot.drivers.dynamixel.DynamixelConfig / feetech.FeetechConfig: port, ids, low, high,
+    home, calibration, ...)."""
     tasks: tuple[str, ...] = DEFAULT_TASKS
     """Tasks the simulated robot can be reset to (default for --robot arm: reach push)."""
     action_mode: Literal["ee_delta", "joint"] = "ee_delta"
@@ -80,6 +82,35 @@ class ServeConfig:
     the stand-in real robot) or a JSON file (tether.sim.randomization)."""
 
 
+HARDWARE = ("dynamixel", "feetech")
+
+
+def make_hardware_robot(kind: str, robot_config: Path | None, rate_hz: float | None = None, **overrides):
+    """A serial-bus servo arm driver (``kind``: dynamixel or feetech) from its JSON config file,
+    with ``rate_hz`` and ``overrides`` set over the file's fields.
+
+    Raises:
+        UsageError: no config file, or one that is not a JSON object of the config's fields.
+    """
+    if kind == "dynamixel":
+        from tether.robot.drivers.dynamixel import DynamixelArm as Arm, DynamixelConfig as Config
+    else:
+        from tether.robot.drivers.feetech import FeetechArm as Arm, FeetechConfig as Config
+    if robot_config is None:
+        raise UsageError(f"--robot {kind} needs --robot-config ARM.json (port, ids, limits, calibration)")
+    try:
+        settings = json.loads(Path(robot_config).read_text())
+        if not isinstance(settings, dict):
+            raise ValueError("not a JSON object")
+        if rate_hz is not None:
+            settings["rate_hz"] = rate_hz
+        return Arm(Config(**{**settings, **overrides}))
+    except OSError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"bad {kind} config {robot_config}: {e}") from e
+
+
 def make_robot(cfg: ServeConfig):
     """The driver named by ``cfg.robot``, with latency and noise when asked for."""
     from tether.launch import UsageError  # a local name here: the ogbench branch imports it too
@@ -88,15 +119,8 @@ def make_robot(cfg: ServeConfig):
         raise UsageError("--randomize is for --robot arm")
     if cfg.robot == "pointmass":
         robot = PointMassRobot(cfg.rate_hz or 100.0, cfg.max_episode_steps)
-    elif cfg.robot == "dynamixel":
-        from tether.robot.drivers.dynamixel import DynamixelArm, DynamixelConfig
-
-        if cfg.robot_config is None:
-            raise ValueError("--robot dynamixel needs --robot-config ARM.json (port, ids, limits)")
-        settings = json.loads(cfg.robot_config.read_text())
-        if cfg.rate_hz is not None:
-            settings["rate_hz"] = cfg.rate_hz
-        robot = DynamixelArm(DynamixelConfig(**settings))
+    elif cfg.robot in HARDWARE:
+        robot = make_hardware_robot(cfg.robot, cfg.robot_config, cfg.rate_hz)
     elif cfg.robot == "arm":
         from tether.robot.drivers.arm import ArmRobot
 
@@ -143,7 +167,7 @@ def main(cfg: ServeConfig) -> None:
     """Entry point of ``tether serve``: run a robot driver behind a ZeroMQ robot server until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s serve %(levelname)s %(message)s")
     keys = None
-    if cfg.lockstep and cfg.robot == "dynamixel":
+    if cfg.lockstep and cfg.robot in HARDWARE:
         raise UsageError("--lockstep is for simulators: hardware runs in real time")
     if cfg.chunk_ensemble_m < 0:
         raise UsageError(f"--chunk-ensemble-m must be >= 0, got {cfg.chunk_ensemble_m}")

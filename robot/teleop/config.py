@@ -78,9 +78,11 @@ class LeaderOptions:
     """Leader arm (``tether.robot.teleop.leader``).
 
     Attributes:
-        robot: the leader's driver: ``"dynamixel"`` (needs ``robot_config``) or ``"pointmass"``.
+        robot: the leader's driver: ``"dynamixel"`` or ``"feetech"`` (an SO-100 / SO-101 leader;
+            both need ``robot_config``), or ``"pointmass"``.
         robot_config: JSON file of the driver's settings, as ``tether serve --robot-config``
-            takes (for dynamixel: the fields of ``DynamixelConfig``).
+            takes (the fields of ``DynamixelConfig`` / ``FeetechConfig``; a Feetech leader needs
+            its own ``calibration`` from ``tether calibrate``).
         joint_names: the leader's ``observation.state`` name for each follower action element
             (default: the follower's action names).
         sign: per follower joint, +1 or -1 (a leader servo mounted mirrored); default all +1.
@@ -89,7 +91,7 @@ class LeaderOptions:
             ``"keyboard"`` (the terminal) or ``"none"``.
     """
 
-    robot: Literal["dynamixel", "pointmass"] = "dynamixel"
+    robot: Literal["dynamixel", "feetech", "pointmass"] = "dynamixel"
     robot_config: str | None = None
     joint_names: tuple[str, ...] = ()
     sign: tuple[float, ...] = ()

@@ -8,8 +8,10 @@ times ``sign``, plus ``offset``, clipped to the follower's action limits. A lead
 the intervention and episode keys come from a companion device (the terminal keyboard by
 default; see ``keyboard`` for its keys), whose own axes are ignored.
 
-A DYNAMIXEL leader is built with ``DynamixelConfig.passive`` set: its torque stays off so the
-operator can move it, and the driver refuses commands to it.
+A DYNAMIXEL or Feetech (SO-100 / SO-101 leader) arm is built with its config's ``passive`` set:
+its torque stays off so the operator can move it, and the driver refuses commands to it. A Feetech
+leader is calibrated like a follower (``tether calibrate --robot feetech``), so that both arms
+read the same angle in the same pose.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def make_leader_robot(options: LeaderOptions) -> Robot:
     """Build the leader's driver from ``options.robot`` and its JSON ``robot_config``.
 
     Raises:
-        TeleopError: dynamixel without a config file, or an unreadable / invalid config.
+        TeleopError: dynamixel / feetech without a config file, or an unreadable / invalid config.
     """
     settings = {}
     if options.robot_config is not None:
@@ -37,20 +39,23 @@ def make_leader_robot(options: LeaderOptions) -> Robot:
             settings = json.loads(Path(options.robot_config).read_text())
         except (OSError, ValueError) as e:
             raise TeleopError(f"leader: cannot read the robot config {options.robot_config}: {e}") from e
-    if options.robot == "dynamixel":
-        from tether.robot.drivers.dynamixel import DynamixelArm, DynamixelConfig
+    if options.robot in ("dynamixel", "feetech"):
+        if options.robot == "dynamixel":
+            from tether.robot.drivers.dynamixel import DynamixelArm as Arm, DynamixelConfig as Config
+        else:
+            from tether.robot.drivers.feetech import FeetechArm as Arm, FeetechConfig as Config
 
         if options.robot_config is None:
-            raise TeleopError("leader: a dynamixel leader needs robot_config (a JSON file: port, ids, limits)")
+            raise TeleopError(f"leader: a {options.robot} leader needs robot_config (a JSON file: port, ids, limits)")
         try:
-            return DynamixelArm(DynamixelConfig(**{**settings, "passive": True}))
+            return Arm(Config(**{**settings, "passive": True}))
         except (TypeError, ValueError) as e:
-            raise TeleopError(f"leader: bad dynamixel config {options.robot_config}: {e}") from e
+            raise TeleopError(f"leader: bad {options.robot} config {options.robot_config}: {e}") from e
     if options.robot == "pointmass":
         from tether.robot.drivers.pointmass import PointMassRobot
 
         return PointMassRobot(**settings)
-    raise TeleopError(f"leader: unknown robot {options.robot!r} (dynamixel or pointmass)")
+    raise TeleopError(f"leader: unknown robot {options.robot!r} (dynamixel, feetech or pointmass)")
 
 
 class LeaderArm:

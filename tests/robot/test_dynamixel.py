@@ -1,11 +1,9 @@
 """The DYNAMIXEL arm driver through ROBOTIS' dynamixel_sdk, against servos emulated at the serial
 transport: a pseudo-terminal whose other end speaks DYNAMIXEL Protocol 2.0 (packets, byte
-stuffing, CRC-16, ping / read / write / sync read / sync write) like a chain of X-series servos."""
+stuffing, CRC-16, ping / read / write / sync read / sync write) like a chain of X-series servos
+(``tether.robot.drivers.emulators.dynamixel``)."""
 
-import os
-import threading
 import time
-import tty
 
 import numpy as np
 import pytest
@@ -16,115 +14,13 @@ from tether.robot.client import RobotClient  # noqa: E402
 from tether.robot.drivers.dynamixel import (  # noqa: E402
     DynamixelArm, DynamixelConfig, DynamixelError, to_radians, to_ticks,
 )
-
-
-def crc16(data: bytes) -> int:
-    """CRC-16/BUYPASS (polynomial 0x8005), as the Protocol 2.0 e-Manual specifies."""
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x8005) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
-def stuff(body: bytes) -> bytes:
-    out, i = bytearray(), 0
-    for i, b in enumerate(body):
-        out.append(b)
-        if out[-3:] == b"\xff\xff\xfd":
-            out.append(0xFD)
-    return bytes(out)
-
-
-class ServoChain(threading.Thread):
-    """X-series servos behind a pty: control tables of 256 bytes; Present Position moves towards
-    Goal Position by at most ``ticks_per_read`` per read while the torque is on."""
-
-    def __init__(self, ids, start_ticks=2048, ticks_per_read=40):
-        super().__init__(daemon=True)
-        self.master, slave = os.openpty()
-        tty.setraw(slave)
-        self.port = os.ttyname(slave)
-        self.tables = {i: bytearray(256) for i in ids}
-        for table in self.tables.values():
-            table[132:136] = int(start_ticks).to_bytes(4, "little", signed=True)
-            table[116:120] = table[132:136]
-        self.ticks_per_read = ticks_per_read
-        self.packets = 0
-        self.running = True
-
-    def read(self, dxl_id, addr, size):
-        table = self.tables[dxl_id]
-        if addr == 132 and table[64]:
-            goal = int.from_bytes(table[116:120], "little", signed=True)
-            now = int.from_bytes(table[132:136], "little", signed=True)
-            now += int(np.clip(goal - now, -self.ticks_per_read, self.ticks_per_read))
-            table[132:136] = now.to_bytes(4, "little", signed=True)
-        return bytes(table[addr:addr + size])
-
-    def status(self, dxl_id, params=b""):
-        body = bytes([0xFF, 0xFF, 0xFD, 0x00, dxl_id]) + (len(params) + 4).to_bytes(2, "little")
-        body += bytes([0x55, 0x00]) + params
-        stuffed = body[:7] + stuff(body[7:])
-        if len(stuffed) != len(body):
-            stuffed = stuffed[:5] + (len(stuffed) - 7 + 2).to_bytes(2, "little") + stuffed[7:]
-        os.write(self.master, stuffed + crc16(stuffed).to_bytes(2, "little"))
-
-    def run(self):
-        buf = bytearray()
-        while self.running:
-            try:
-                buf += os.read(self.master, 1024)
-            except OSError:
-                return
-            while True:
-                start = buf.find(b"\xff\xff\xfd\x00")
-                if start < 0 or len(buf) < start + 7:
-                    break
-                length = int.from_bytes(buf[start + 5:start + 7], "little")
-                end = start + 7 + length
-                if len(buf) < end:
-                    break
-                packet, buf = bytes(buf[start:end]), buf[end:]
-                assert crc16(packet[:-2]) == int.from_bytes(packet[-2:], "little"), "bad CRC"
-                self.handle(packet[4], packet[7], packet[8:-2].replace(b"\xff\xff\xfd\xfd", b"\xff\xff\xfd"))
-
-    def handle(self, dxl_id, inst, params):
-        self.packets += 1
-        if inst == 0x01 and dxl_id in self.tables:  # ping: model XL430-W250 (1060), firmware 46
-            self.status(dxl_id, (1060).to_bytes(2, "little") + bytes([46]))
-        elif inst == 0x02 and dxl_id in self.tables:  # read
-            addr, size = int.from_bytes(params[:2], "little"), int.from_bytes(params[2:4], "little")
-            self.status(dxl_id, self.read(dxl_id, addr, size))
-        elif inst == 0x03 and dxl_id in self.tables:  # write
-            addr = int.from_bytes(params[:2], "little")
-            self.tables[dxl_id][addr:addr + len(params) - 2] = params[2:]
-            self.status(dxl_id)
-        elif inst == 0x82:  # sync read: each listed servo answers in turn
-            addr, size = int.from_bytes(params[:2], "little"), int.from_bytes(params[2:4], "little")
-            for i in params[4:]:
-                if i in self.tables:
-                    self.status(i, self.read(i, addr, size))
-        elif inst == 0x83:  # sync write: no answer
-            addr, size = int.from_bytes(params[:2], "little"), int.from_bytes(params[2:4], "little")
-            for k in range(4, len(params), size + 1):
-                i = params[k]
-                if i in self.tables:
-                    self.tables[i][addr:addr + size] = params[k + 1:k + 1 + size]
-
-    def ticks(self, item):
-        return [int.from_bytes(t[item:item + 4], "little", signed=True) for t in self.tables.values()]
+from tether.robot.drivers.emulators.dynamixel import ServoChain, crc16  # noqa: E402
 
 
 @pytest.fixture
 def chain():
-    servos = ServoChain((1, 2, 3))
-    servos.start()
-    yield servos
-    servos.running = False
-    os.close(servos.master)
+    with ServoChain((1, 2, 3)) as servos:
+        yield servos
 
 
 def config(chain, **kw):

@@ -121,6 +121,9 @@ def make_robot(cfg: ServeConfig):
         robot = PointMassRobot(cfg.rate_hz or 100.0, cfg.max_episode_steps)
     elif cfg.robot in HARDWARE:
         robot = make_hardware_robot(cfg.robot, cfg.robot_config, cfg.rate_hz)
+        problem = robot.calibration_problem()
+        if problem is not None:  # refused before anything binds or moves
+            raise robot.error(problem)
     elif cfg.robot == "arm":
         from tether.robot.drivers.arm import ArmRobot
 

@@ -495,7 +495,17 @@ class RobotServer:
         self._router.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.setsockopt(zmq.SNDHWM, 10_000)
-        self.robot.connect()
+        try:
+            self.robot.connect()
+        except BaseException:
+            # a driver that cannot connect leaves no open sockets: a context collected later with
+            # one open blocks in term() (seen: an in-process tether serve refusing an arm)
+            self._router.close()
+            self._pub.close()
+            if auth is not None:
+                auth.stop()
+            ctx.term()
+            raise
         try:
             self._router.bind(cmd_ep)
             self._pub.bind(state_ep)

@@ -159,6 +159,7 @@ class ServoArm(Robot):
             self.calibration = Calibration.load(path, self)
         self.spec = config.spec(self.calibration)
         self._port = None
+        self._vanished = False
         self._goal: np.ndarray | None = None
 
     @property
@@ -221,6 +222,7 @@ class ServoArm(Robot):
         try:
             return fn(*args)
         except (OSError, _TermiosError) as e:
+            self._vanished = True
             raise self.error(
                 f"{self.config.port} vanished ({e}): the servos hold their last goal positions; "
                 "reconnect the adapter and restart"
@@ -307,8 +309,9 @@ class ServoArm(Robot):
         self._check(self._io(self._writer.txPacket), 0, "sync write of goal positions")
 
     # ------------------------------------------------------------------------- connecting
-    def _uncalibrated(self) -> str | None:
-        """Why this arm may not be driven yet (no calibration), or None."""
+    def calibration_problem(self) -> str | None:
+        """Why this arm may not be driven yet (it needs a calibration it lacks, naming the file
+        to create and the command that creates it), or None."""
         path = self.calibration_path
         make = (f"tether calibrate --robot {self.kind} --robot-config ARM.json --out "
                 f"{path if path is not None else 'calib.json'}")
@@ -330,6 +333,7 @@ class ServoArm(Robot):
         cfg = self.config
         self._comm_success, self._comm_timeout, self._comm_corrupt = sdk.COMM_SUCCESS, sdk.COMM_RX_TIMEOUT, sdk.COMM_RX_CORRUPT
         self._port = sdk.PortHandler(cfg.port)
+        self._vanished = False
         self._packet = self._packet_handler(sdk)
         try:
             opened = self._port.openPort() and self._port.setBaudRate(cfg.baudrate)
@@ -367,7 +371,7 @@ class ServoArm(Robot):
         return {i: self._decode_offset(self._read(i, self.HOMING_OFFSET)) for i in self.config.ids}
 
     def connect(self) -> None:
-        problem = self._uncalibrated()
+        problem = self.calibration_problem()
         if problem is not None:
             raise self.error(problem)
         self.open_bus()
@@ -428,7 +432,7 @@ class ServoArm(Robot):
         if self._port is None:
             return
         try:
-            if self.config.torque_off_on_disconnect:
+            if self.config.torque_off_on_disconnect and not self._vanished:
                 self._torque(False)
         finally:
             self._close()

@@ -234,3 +234,15 @@ class STSBus(PtyBus):
             for k in range(2, len(params) - size, size + 1):
                 if self._answers(params[k]):
                     self._write(self.servos[params[k]], addr, params[k + 1:k + 1 + size])
+
+
+def zero_pose_calibration(bus: STSBus, joint_names, span_ticks: int = 1000, robot: str = "feetech"):
+    """The calibration an operator records with the emulated arm held where it is now as its
+    zero pose and each joint swept ``span_ticks`` to either side (``tether.robot.drivers.
+    calibration.Calibration``; save it and name it in the arm's config)."""
+    from tether.robot.drivers.calibration import Calibration, JointCalibration
+
+    with bus.lock:
+        joints = {name: JointCalibration(i, int(round(s.actual)) - 2048, 2048 - span_ticks, 2048 + span_ticks)
+                  for name, (i, s) in zip(joint_names, bus.servos.items())}
+    return Calibration(robot, bus.port, joints)

@@ -156,3 +156,15 @@ class ServoChain(PtyBus):
         """A 4-byte item (e.g. 116, goal position) of every servo, in ID order."""
         with self.lock:
             return [_int(t[item:item + 4]) for t in self.tables.values()]
+
+
+def zero_pose_calibration(chain: ServoChain, joint_names, span_ticks: int = 1000):
+    """The calibration an operator records with the emulated arm held where it is now as its
+    zero pose and each joint swept ``span_ticks`` to either side (``Calibration``; save it and
+    name it in the arm's config). X-series: ``Present = Actual + Homing Offset``."""
+    from tether.robot.drivers.calibration import Calibration, JointCalibration
+
+    with chain.lock:
+        joints = {name: JointCalibration(i, 2048 - chain.actual[i], 2048 - span_ticks, 2048 + span_ticks)
+                  for name, i in zip(joint_names, chain.tables)}
+    return Calibration("dynamixel", chain.port, joints)

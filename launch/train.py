@@ -9,6 +9,7 @@
     tether train DATASET --algo iql --reward next.reward      # IQL on the recorded reward
     tether train DATASET --algo bc                            # BC, the baseline, same network
     tether train DATASET --algo calql --reward next.reward    # Cal-QL, to fine-tune online later
+    tether train PLAY --algo gciql                            # goal-conditioned IQL (OGBench) on play data
 
 BESO and GCBC write ``policy.pt`` (``tether export`` makes the ONNX file). IQL, BC and Cal-QL (see
 ``tether.policies.offline``) write ``policy.pt`` and ``policy.onnx`` at once, parity-checked, ready
@@ -24,7 +25,7 @@ from typing import Callable, Literal
 
 import tyro
 
-from tether.policies.configs import BesoConfig, CalQlConfig, GoalConfig, IqlConfig, TrainConfig
+from tether.policies.configs import BesoConfig, CalQlConfig, GciqlConfig, GoalConfig, IqlConfig, TrainConfig
 
 
 @dataclass
@@ -37,11 +38,12 @@ class TrainCommand:
     """Output folder: config.json, checkpoints/ (last.pt to --resume from; BESO/GCBC also write
     policy.pt there, the EMA policy as of that checkpoint, to export while training goes on),
     policy.pt, learning_curve.png."""
-    algo: Literal["beso", "gcbc", "iql", "bc", "calql"] = "beso"
+    algo: Literal["beso", "gcbc", "iql", "bc", "calql", "gciql"] = "beso"
     """beso: goal-conditioned diffusion (Reuss et al. 2023); gcbc: goal-conditioned behaviour
     cloning on BESO's network; iql: implicit Q-learning (Kostrikov et al. 2022); bc: behaviour
     cloning with IQL's actor network; calql: calibrated CQL on SAC (Nakamoto et al. 2023), the
-    pre-training for tether finetune."""
+    pre-training for tether finetune; gciql: goal-conditioned IQL on play data with hindsight goals
+    (OGBench's reference, Park et al. 2025), conditioned on the robot's observation.goal."""
     reward: str | None = None
     """iql, calql: reward column, next.reward, reward.NAME (tether reward-model --relabel) or
     constant; shorthand for --iql.reward."""
@@ -54,6 +56,8 @@ class TrainCommand:
     reads its data settings here (reward, reward-normalization, reward-shift, terminal)."""
     calql: CalQlConfig = field(default_factory=CalQlConfig)
     """Cal-QL settings (CQL weight, sampled actions, the SAC underneath)."""
+    gciql: GciqlConfig = field(default_factory=GciqlConfig)
+    """GCIQL settings (expectile, alpha, actor loss, goal mixtures; OGBench's defaults)."""
     optim: TrainConfig = field(default_factory=TrainConfig)
     resume: bool = False
     """Continue from out/checkpoints/last.pt (saved every --optim.checkpoint-every steps), drawing
@@ -126,6 +130,27 @@ def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | 
                          resume=cmd.resume, cache_dir=cmd.cache_dir, calql=cmd.calql)
 
 
+def train_gciql_command(cmd: TrainCommand, on_step: Callable[[int, float], None] | None = None) -> dict:
+    """Train GCIQL as ``cmd`` says (``tether.policies.gciql.train_gciql``); returns its report.
+
+    Raises:
+        tether.launch.UsageError: bad GCIQL settings or a dataset without transitions (one line).
+    """
+    from tether.launch import UsageError
+    from tether.policies.gciql import check_ratios, train_gciql
+
+    try:
+        check_ratios(cmd.gciql)
+    except ValueError as e:
+        raise UsageError(f"--gciql: {e}") from None
+    cmd.out.mkdir(parents=True, exist_ok=True)
+    (cmd.out / "config.json").write_text(json.dumps(asdict(cmd), indent=2, default=str))
+    try:
+        return train_gciql(cmd.dataset, cmd.gciql, cmd.optim, cmd.out, on_step=on_step, resume=cmd.resume)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def check_device(cfg: TrainConfig) -> str:
     """The device ``--optim.device`` resolves to (e.g. ``cpu``, ``cuda:0``), checked before any data
     is read.
@@ -161,9 +186,15 @@ def main(cmd: TrainCommand) -> None:
     with training_progress(cmd.algo, cmd.optim.steps, disable=rank != 0) as on_step:
         if cmd.algo in ("beso", "gcbc"):
             path, result, frames = train_beso(cmd, on_step)
+        elif cmd.algo == "gciql":
+            report = train_gciql_command(cmd, on_step)
         else:
             run = train_offline_rl(cmd, on_step)
     if rank != 0:
+        return
+    if cmd.algo == "gciql":
+        print(f"gciql on {report['transitions']} transitions in {report['seconds']:.0f} s on {device} -> "
+              f"{cmd.out / 'policy.pt'}, {cmd.out / 'policy.onnx'} (max |onnx - torch| = {report['parity']:.1e})")
         return
     if cmd.algo in ("beso", "gcbc"):
         print(f"trained on {frames} frames in {result.seconds:.0f} s on {world} process(es), {device} -> {path}")

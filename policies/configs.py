@@ -203,6 +203,43 @@ class IqlConfig:
 
 
 @dataclass
+class GciqlConfig:
+    """Goal-conditioned IQL settings (OGBench's reference ``impls/agents/gciql.py``, Park et al.,
+    "OGBench: Benchmarking Offline Goal-Conditioned RL", ICLR 2025; defaults are its
+    ``get_config()`` with the ``--agent.alpha=1.0`` of its cube-single-play and scene-play runs;
+    see ``tether.policies.gciql``)."""
+
+    expectile: float = 0.9
+    """tau of the expectile regression of V(s, g) onto min(Q1', Q2')(s, a, g)."""
+    discount: float = 0.99
+    """gamma of the TD target and of the geometric future-goal offsets."""
+    tau: float = 0.005
+    """Polyak rate of the target critics (after every optimizer step)."""
+    actor_loss: Literal["ddpgbc", "awr"] = "ddpgbc"
+    """ddpgbc: -Q(s, g, mu(s, g)) / mean|Q| + alpha * BC (OGBench's default); awr: advantage-
+    weighted regression, weights exp(alpha * A) clipped at 100."""
+    alpha: float = 1.0
+    """BC coefficient (ddpgbc) or inverse temperature (awr); OGBench's cube and scene runs: 1.0."""
+    hidden: tuple[int, ...] = (512, 512, 512)
+    """Widths of the value, critic and actor MLPs (GELU; LayerNorm in value and critics)."""
+    layer_norm: bool = True
+    """LayerNorm after every hidden layer of the value and the critics."""
+    value_p_curgoal: float = 0.2
+    """Share of value goals that are the state itself (reward 0, no bootstrap)."""
+    value_p_trajgoal: float = 0.5
+    """Share of value goals from later states of the same episode."""
+    value_p_randomgoal: float = 0.3
+    """Share of value goals drawn from any state of the dataset."""
+    value_geom_sample: bool = True
+    """Future value goals at Geometric(1 - discount) offsets (else uniform up to the episode end)."""
+    actor_p_curgoal: float = 0.0
+    actor_p_trajgoal: float = 1.0
+    actor_p_randomgoal: float = 0.0
+    actor_geom_sample: bool = False
+    """Future actor goals uniform over the rest of the episode (OGBench's default)."""
+
+
+@dataclass
 class IcvfConfig:
     """Intention-conditioned value function settings (ICVF: Ghosh, Bhateja, Levine, "Reinforcement
     Learning from Passive Data via Latent Intentions", ICML 2023; the values V-PTR uses, Bhateja,

@@ -26,6 +26,7 @@ from torch import nn
 from tether.policies.beso import Beso, noise_draws
 from tether.policies.data import Normalizer
 from tether.policies.gcbc import Gcbc
+from tether.policies.visuomotor import VisuomotorPolicy
 from tether.robot.spec import RobotSpec
 
 OPSET = 18
@@ -84,11 +85,38 @@ class GcbcGraph(_Graph):
         return chunk[:, 0], chunk
 
 
+class VisuomotorBesoGraph(_Graph):
+    """Raw observation window [B,T,S], goal [B,G] (or the goal image uint8 [B,H,W,3], input
+    ``goal_image``), noise [B,K*L,A], then each camera's frames uint8 [B,T,H,W,3] (inputs named by
+    the camera keys) -> (action [B,A], actions [B,H,A]). Resizing, centre crop and normalization of
+    the frames are in the graph (``tether.policies.image_encoders``)."""
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor, *frames: torch.Tensor):
+        image_goal = self.model.goal_camera is not None
+        seq = self.model.act((obs - self.obs_mean) / self.obs_std, list(frames),
+                             None if image_goal else self._goal(goal), goal if image_goal else None, noise)
+        chunk = self._out(seq[:, obs.shape[1] - 1 :])
+        return chunk[:, 0], chunk
+
+
+class VisuomotorGcbcGraph(_Graph):
+    """As ``VisuomotorBesoGraph`` without the noise input (GCBC regresses its actions)."""
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor, *frames: torch.Tensor):
+        image_goal = self.model.goal_camera is not None
+        seq = self.model.act((obs - self.obs_mean) / self.obs_std, list(frames),
+                             None if image_goal else self._goal(goal), goal if image_goal else None)
+        chunk = self._out(seq[:, obs.shape[1] - 1 :])
+        return chunk[:, 0], chunk
+
+
 class MlpGraph(_Graph):
-    """Raw observation window [B,1,S], goal [B,G] -> action [B,A] in robot units."""
+    """Raw observation window [B,1,S], goal [B,G] (task one-hot, or the raw goal observation
+    [B,S] with ``goal_dims``) -> action [B,A] in robot units."""
 
     def forward(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        return self._out(self.model((obs - self.obs_mean) / self.obs_std, goal))
+        # observation goals (GCIQL) are z-scored like the states; task one-hots pass through
+        return self._out(self.model((obs - self.obs_mean) / self.obs_std, self._goal(goal)))
 
 
 class ImageMlpGraph(_Graph):
@@ -111,10 +139,12 @@ class NoisyMlpGraph(_Graph):
         return self._out(self.model((obs - self.obs_mean) / self.obs_std, goal, noise))
 
 
-SEQUENCE_POLICIES = (Beso, Gcbc)
+SEQUENCE_POLICIES = (Beso, Gcbc, VisuomotorPolicy)
 
 
 def _graph_class(model: nn.Module) -> type[_Graph]:
+    if isinstance(model, VisuomotorPolicy):
+        return VisuomotorBesoGraph if model.kind == "beso" else VisuomotorGcbcGraph
     if isinstance(model, Beso):
         return BesoGraph
     if isinstance(model, Gcbc):
@@ -124,9 +154,17 @@ def _graph_class(model: nn.Module) -> type[_Graph]:
     return ImageMlpGraph if getattr(model, "image_keys", ()) else MlpGraph
 
 
-def goal_metadata(tasks: list[str], goal_dims: tuple[int, ...] | None) -> dict:
-    """How the runner fills the ``goal`` input: a one-hot of the episode's task, or the robot's
-    ``observation.goal`` (the graph selects ``dims`` and normalizes them)."""
+def goal_metadata(tasks: list[str], goal_dims: tuple[int, ...] | None, model: nn.Module | None = None) -> dict:
+    """How the runner fills the goal input: a one-hot of the episode's task, the robot's
+    ``observation.goal`` (the graph selects ``dims`` and normalizes them), a language embedding
+    (the training tasks' embeddings are listed; ``clip_model`` makes new ones), or a goal image
+    (``goal_image`` input, the goal camera's frame shape)."""
+    if isinstance(model, VisuomotorPolicy) and model.goal_camera is not None:
+        return {"kind": "image", "camera": model.goal_camera,
+                "shape": list(model.encoder.camera_shapes[model.goal_camera]), "tasks": list(tasks)}
+    if isinstance(model, VisuomotorPolicy) and model.task_embeddings.numel():
+        return {"kind": "text_embedding", "tasks": list(tasks), "clip_model": model.obs_cfg.clip_model,
+                "embeddings": model.task_embeddings.tolist()}
     if goal_dims is None:
         return {"kind": "task_one_hot", "tasks": list(tasks)}
     return {"kind": "observation", "key": "observation.goal", "dims": list(goal_dims),
@@ -138,24 +176,29 @@ def policy_metadata(model: nn.Module, normalizer: Normalizer, tasks: list[str],
     """The ``tether.policy`` metadata dict of an exported policy."""
     kinds = {Beso: "beso", Gcbc: "gcbc"}
     meta = {
-        # MlpPolicy is "mlp"; IQL and BC actors say which learner made them
+        # MlpPolicy is "mlp"; IQL and BC actors, visuomotor policies say what they are
         "kind": kinds.get(type(model)) or getattr(model, "kind", "mlp"),
         "window": model.cfg.window if isinstance(model, SEQUENCE_POLICIES) else model.window,
-        "goal": goal_metadata(tasks, goal_dims),
+        "goal": goal_metadata(tasks, goal_dims, model),
         "normalization": normalizer.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if getattr(model, "image_keys", ()):
         meta["images"] = list(model.image_keys)
+    if isinstance(model, VisuomotorPolicy):
+        # frames come as a window [B, T, H, W, 3] like the state
+        meta["image_window"] = True
+        meta["observation"] = {"state_dims": model.encoder.state_dims.tolist(), "encoder": model.obs_cfg.encoder}
     if isinstance(model, SEQUENCE_POLICIES):
         meta["action_horizon"] = model.cfg.action_horizon
     if getattr(model, "noise_input", False):  # samples its actions: N(0, I) noise [B, 1, A]
         meta.update(noise_length=1, stochastic=True)
-    if isinstance(model, Beso):
+    beso = model.policy if isinstance(model, VisuomotorPolicy) and model.kind == "beso" else model
+    if isinstance(beso, Beso):
         meta.update(
             num_steps=model.cfg.num_steps, sampler=model.cfg.sampler, schedule=model.cfg.schedule,
             guidance_weight=model.cfg.guidance_weight,
-            noise_length=noise_draws(model.cfg) * model.length,
+            noise_length=noise_draws(beso.cfg) * beso.length,
         )
     return meta
 
@@ -165,6 +208,8 @@ def _example_inputs(model: nn.Module, normalizer: Normalizer, spec: RobotSpec, g
     the task count, or the observation size for observation goals)."""
     window = model.cfg.window if isinstance(model, SEQUENCE_POLICIES) else model.window
     s, a = normalizer.obs_mean.shape[0], spec.action.shape[0]
+    if isinstance(model, VisuomotorPolicy):
+        return _visuomotor_inputs(model, s, a, goal_dim)
     example = [torch.zeros(1, window, s), torch.zeros(1, goal_dim)]
     names = ["obs", "goal"]
     if isinstance(model, Beso):
@@ -176,6 +221,23 @@ def _example_inputs(model: nn.Module, normalizer: Normalizer, spec: RobotSpec, g
     for key in getattr(model, "image_keys", ()):
         example.append(torch.zeros(1, *spec.observation[key].shape, dtype=torch.uint8))
         names.append(key)
+    return names, example
+
+
+def _visuomotor_inputs(model: VisuomotorPolicy, s: int, a: int, goal_dim: int):
+    """(names, zero tensors) of a visuomotor graph: obs, goal or goal_image, noise (BESO), frames."""
+    t = model.cfg.window
+    shapes = model.encoder.camera_shapes
+    if model.goal_camera is not None:
+        names, example = ["obs", "goal_image"], [torch.zeros(1, t, s), torch.zeros(1, *shapes[model.goal_camera], dtype=torch.uint8)]
+    else:
+        names, example = ["obs", "goal"], [torch.zeros(1, t, s), torch.zeros(1, goal_dim)]
+    if model.kind == "beso":
+        names.append("noise")
+        example.append(torch.zeros(1, noise_draws(model.cfg) * model.length, a))
+    for key in model.image_keys:
+        names.append(key)
+        example.append(torch.zeros(1, t, *shapes[key], dtype=torch.uint8))
     return names, example
 
 
@@ -196,7 +258,7 @@ def export_policy(
     """
     model = model.eval()
     graph = _graph_class(model)(model, normalizer, spec, goal_dims).eval()
-    goal_dim = len(tasks) if goal_dims is None else normalizer.obs_mean.shape[0]
+    goal_dim = _goal_input_dim(model, normalizer, tasks, goal_dims)
     names, example = _example_inputs(model, normalizer, spec, goal_dim)
     outputs = ["action", "actions"] if isinstance(model, SEQUENCE_POLICIES) else ["action"]
     images = tuple(getattr(model, "image_keys", ()))
@@ -217,6 +279,14 @@ def export_policy(
         "tether.policy": json.dumps(policy_metadata(model, normalizer, tasks, goal_dims)),
     }
     return save_onnx(proto, meta, path)
+
+
+def _goal_input_dim(model: nn.Module, normalizer: Normalizer, tasks, goal_dims) -> int:
+    """Size of the ``goal`` input: a language embedding's, the observation's (observation goals),
+    or the task count."""
+    if isinstance(model, VisuomotorPolicy) and model.task_embeddings.numel():
+        return model.task_embeddings.shape[1]
+    return len(tasks) if goal_dims is None else normalizer.obs_mean.shape[0]
 
 
 def onnx_program(graph: nn.Module, example: tuple, names: list[str], outputs: list[str]):
@@ -279,13 +349,16 @@ def parity(
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
-    goal_dim = tasks if goal_dims is None else normalizer.obs_mean.shape[0]
+    goal_dim = _goal_input_dim(model, normalizer, range(tasks), goal_dims)
+    language = isinstance(model, VisuomotorPolicy) and model.task_embeddings.numel() > 0
     names, example = _example_inputs(model, normalizer, spec, goal_dim)
     feed = {}
     for name, zero in zip(names, example):
         shape = (n, *zero.shape[1:])
         if name == "obs" or (name == "goal" and goal_dims is not None):
             value = normalizer.obs_mean + normalizer.obs_std * rng.standard_normal(shape)
+        elif name == "goal" and language:
+            value = model.task_embeddings.numpy()[rng.integers(0, tasks, n)]
         elif name == "goal":
             value = np.eye(tasks)[rng.integers(0, tasks, n)]
         elif zero.dtype == torch.uint8:

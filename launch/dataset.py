@@ -6,6 +6,8 @@
     tether dataset check DATASET [--quick] [--json]       verify every file, one line per problem
     tether dataset view DATASET [--episodes 0 3] [--out DIR]
                                                           episode_NNN.mp4 + episode_NNN.png each
+    tether dataset view DATASET --rerun [--episode N] [--save FILE.rrd]
+                                                          a Rerun viewer (or recording) of it all
     tether dataset merge A B [C ...] --out MERGED         same robot spec and fps required
     tether dataset split DATASET --out TRAIN VAL --episodes 0:40 40:50
     tether dataset split DATASET --out TRAIN VAL --fractions 0.9 0.1 [--seed 0]
@@ -59,13 +61,24 @@ class Check:
 
 @dataclass
 class View:
-    """Per episode, an MP4 of the cameras side by side and a PNG of state and action curves."""
+    """Per episode, an MP4 of the cameras side by side and a PNG of state and action curves; or,
+    with --rerun, every episode in a Rerun viewer on one timeline (cameras, each joint's state and
+    action, episode boundaries, success and reward columns)."""
 
     dataset: tyro.conf.Positional[DatasetPath]
     episodes: tuple[int, ...] = ()
     """Episodes to render; default: all."""
     out: Path | None = None
     """Output folder; default: DATASET_view next to the dataset."""
+    rerun: bool = False
+    """Show the dataset in a Rerun viewer spawned here (needs a display; pip install 'tether[rerun]')."""
+    episode: int | None = None
+    """With --rerun: this episode only (as --episodes N)."""
+    save: Path | None = None
+    """Write a Rerun recording (FILE.rrd, open it with `rerun FILE.rrd`) instead of spawning a
+    viewer; implies --rerun."""
+    jpeg_quality: int = 90
+    """With --rerun: camera frames JPEG-encoded at this quality (1-100), or 0 for raw pixels."""
 
 
 @dataclass
@@ -318,6 +331,39 @@ def view(root: Path, out: Path, episodes: tuple[int, ...] = (),
     return written
 
 
+def view_rerun(cmd: View):
+    """``tether dataset view --rerun``: log the chosen episodes (default: all) with
+    ``tether.launch.rerun_view.log_dataset`` to a spawned viewer or to ``cmd.save``.
+
+    Returns:
+        ``rerun_view.DatasetViewStats`` (episodes, frames, series, images logged).
+
+    Raises:
+        UsageError: --out or both --episode and --episodes given, a bad --jpeg-quality, rerun-sdk
+            missing, or no display without --save.
+        DatasetError: not a readable dataset, or damaged (a quick ``check_dataset``);
+        DatasetEditError: an episode index out of range.
+    """
+    from tether.launch import rerun_view
+
+    if cmd.out is not None:
+        raise UsageError("--out is the folder of the MP4/PNG view; a Rerun view writes --save FILE.rrd")
+    if cmd.episode is not None and cmd.episodes:
+        raise UsageError("give --episode N or --episodes A B ..., not both")
+    if not 0 <= cmd.jpeg_quality <= 100:
+        raise UsageError(f"--jpeg-quality must be 0 (raw pixels) to 100, not {cmd.jpeg_quality}")
+    require_intact(cmd.dataset)
+    ds = Dataset(cmd.dataset)
+    selected = [cmd.episode] if cmd.episode is not None else list(cmd.episodes) or list(range(len(ds)))
+    for i in selected:
+        edit.check_episode_index(ds, i)
+    rec = rerun_view.open_recording("dataset", cmd.save)
+    try:
+        return rerun_view.log_dataset(rec, ds, selected, cmd.jpeg_quality)
+    finally:
+        rec.disconnect()  # an .rrd file is complete only once its stream is closed
+
+
 # ----------------------------------------------------------------------------------------- split
 def _slug(task: str) -> str:
     """A folder name for a task string."""
@@ -499,7 +545,14 @@ def main(cmd: DatasetCommand) -> None:
         _print_info(verb)
     elif isinstance(verb, Check):
         _print_check(verb)
+    elif isinstance(verb, View) and (verb.rerun or verb.save is not None):
+        stats = view_rerun(verb)
+        where = f"wrote {verb.save}" if verb.save is not None else "sent to the Rerun viewer"
+        print(f"{where}: {stats.episodes} episodes, {stats.frames} frames, {stats.series} series, "
+              f"{stats.images} camera images")
     elif isinstance(verb, View):
+        if verb.episode is not None:
+            raise UsageError("--episode goes with --rerun; the MP4/PNG view takes --episodes")
         out = verb.out or verb.dataset.with_name(verb.dataset.name + "_view")
         with _counting_progress("render") as on_episode:
             written = view(verb.dataset, out, verb.episodes, on_episode)

@@ -30,6 +30,7 @@ import numpy as np
 import tyro
 
 from tether.launch import UsageError, processes
+from tether.launch.rerun_view import check_viewable, live_view
 from tether.robot.client import RobotClient
 from tether.robot.dataset import DatasetWriter
 from tether.robot.recorder import Recorder
@@ -90,6 +91,12 @@ class CollectConfig:
     dataset stays at the control rate (80 Hz MetaWorld, 20 Hz OGBench) whatever it is. Default:
     the control rate, except OGBench with cameras in real time: 10 Hz, as software EGL renders its
     scenes' meshes in ~30 ms a frame. Held ticks are counted and warned about."""
+    rerun: bool = False
+    """Live Rerun view (spawned viewer; pip install 'tether[rerun]'): cameras, commanded, applied
+    and measured joints, episode starts and ends; fed from a queue, never from the loop's thread."""
+    rerun_save: Path | None = None
+    """Write the live view to this Rerun recording (FILE.rrd) instead of spawning a viewer;
+    implies --rerun."""
 
 
 QUALITIES = ("expert", "medium", "random", "play")
@@ -177,6 +184,8 @@ def collect(
     from tether.sim.metaworld import check_tasks, expert_policy, metaworld_spec
 
     check_tasks(cfg.tasks)
+    if cfg.rerun or cfg.rerun_save is not None:
+        check_viewable(cfg.rerun_save, "--rerun-save")  # before the dataset is made
     cameras = ("corner",) if cfg.cameras is None else cfg.cameras
     qualities = [episode_qualities(cfg, t) for t in range(len(cfg.tasks))]  # bad --mix fails here
     t0 = time.perf_counter()
@@ -185,6 +194,7 @@ def collect(
         cfg.dataset, spec, spec.control_rate_hz, resume=cfg.resume, overwrite=cfg.overwrite
     )
     recorded = recorded_per_task(writer)
+    view = live_view("collect", spec, cfg.rerun, cfg.rerun_save)
     address = processes.free_tcp_address()
     server = processes.start(
         ["serve", "--address", address, "--tasks", *cfg.tasks, "--cameras", *cameras,
@@ -205,8 +215,13 @@ def collect(
                     act = noisy(expert, quality, cfg, np.random.default_rng([cfg.seed + k, t, 1]))
                     state = client.reset(task, cfg.seed + k)
                     while not state["done"]:
-                        client.send_action(act(state["observation"]["observation.state"]))
+                        action = act(state["observation"]["observation.state"])
+                        client.send_action(action)
+                        if view is not None:  # after the send: it only queues
+                            view.observe(state, action)
                         state = client.latest_state()
+                    if view is not None:
+                        view.observe(state)
                     result.expert_successes[task] += bool(state["success"])
                     if on_episode is not None:
                         on_episode(task, bool(state["success"]))
@@ -220,6 +235,8 @@ def collect(
             )
     finally:
         processes.stop(server)
+        if view is not None:
+            view.close()
     result.episodes = len(writer.episodes)
     result.frames = writer.total_frames
     result.seconds = time.perf_counter() - t0
@@ -272,6 +289,8 @@ def collect_ogbench(
     from tether.sim.ogbench import DEFAULT_CAMERA, PLAY, PlayPolicy, ogbench_spec, scene_healthy
 
     name = ogbench_env(cfg)
+    if cfg.rerun or cfg.rerun_save is not None:
+        check_viewable(cfg.rerun_save, "--rerun-save")  # before the dataset is made
     if cfg.episode_steps < 2:
         raise UsageError(f"--episode-steps must be at least 2, not {cfg.episode_steps}")
     cameras = (DEFAULT_CAMERA,) if cfg.cameras is None else cfg.cameras
@@ -281,6 +300,7 @@ def collect_ogbench(
     writer = DatasetWriter(
         cfg.dataset, spec, spec.control_rate_hz, resume=cfg.resume, overwrite=cfg.overwrite
     )
+    view = live_view("collect", spec, cfg.rerun, cfg.rerun_save)
     slow = cameras and not cfg.lockstep  # real time, but slower than this machine renders
     rate = cfg.rate_hz or (SOFTWARE_RENDER_RATE_HZ if slow else spec.control_rate_hz)
     address = processes.free_tcp_address()
@@ -313,6 +333,8 @@ def collect_ogbench(
                             break
                         action = policy(values, state["step"])
                         client.send_action(action)
+                        if view is not None:  # after the send: it only queues
+                            view.observe(state, action)
                         state = client.latest_state()
                         # the server held the robot (our command came late) or skipped states
                         held += not np.array_equal(state["action"], action)
@@ -330,6 +352,8 @@ def collect_ogbench(
                         cfg.episodes, stats.episodes_dropped - retries)
     finally:
         processes.stop(server)
+        if view is not None:
+            view.close()
     frames = max(1, writer.total_frames)
     if held > 0.05 * frames:
         log.warning("the robot held on %d of %d ticks (this machine did not keep up with the server's "

@@ -39,6 +39,7 @@ named ``TASK_epK_seedS_success.mp4`` / ``..._failure.mp4``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -119,6 +120,13 @@ class EvalCommand:
     """The server's public key (.key), with --client-key."""
     progress_lines: bool = False
     """Print 'progress DONE TOTAL' lines instead of a progress bar (for a parent process)."""
+    rerun: bool = False
+    """Live Rerun view (spawned viewer; pip install 'tether[rerun]'): cameras, commanded, applied
+    and measured joints, policy latency, e-stop and watchdog events; fed from a queue, never from
+    the control loop's thread (robot server and --operator modes)."""
+    rerun_save: Path | None = None
+    """Write the live view to this Rerun recording (FILE.rrd) instead of spawning a viewer;
+    implies --rerun."""
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -425,7 +433,7 @@ class LinkStats:
 
 
 def run_episode(client, runner, task: str, seed: int, camera: str | None, link: LinkStats,
-                should_stop=None, action_steps: int = 1, safety=None):
+                should_stop=None, action_steps: int = 1, safety=None, view=None):
     """One episode on a robot server, the policy answering every state it sees.
 
     Every state is read in order (rewards of all ticks are summed), the policy acts on the newest
@@ -440,6 +448,8 @@ def run_episode(client, runner, task: str, seed: int, camera: str | None, link: 
             the policy plans again once K ticks have passed, observing the states in between.
         safety: a ``SafetyFilter`` of the robot's spec (default: made from ``client.spec``):
             each output is checked with it before it is sent, to tell why the robot holds.
+        view: a ``tether.launch.rerun_view.LiveView`` offered every state of the episode (with the
+            output sent and the policy step that made it); it queues and returns at once.
 
     Returns:
         dict with success, return, length (ticks), held_ticks, held_refused (held ticks after a
@@ -463,6 +473,8 @@ def run_episode(client, runner, task: str, seed: int, camera: str | None, link: 
             frames.append(state["observation"][camera])
         stopped = should_stop(state) if should_stop is not None else None
         if state["done"] or stopped:
+            if view is not None:
+                view.observe(state)
             return {"success": bool(state["success"]), "return": total, "length": int(state["step"]),
                     "held_ticks": held, "held_refused": held_refused, "refused": dict(refused),
                     "sent": sent, "stopped": stopped, "latencies": latencies, "frames": frames}
@@ -484,6 +496,8 @@ def run_episode(client, runner, task: str, seed: int, camera: str | None, link: 
             last_refused, sent = reason is not None, sent + 1
         else:
             runner.observe(state["observation"])
+        if view is not None:  # after the send: the view costs the robot no time
+            view.observe(state, output, latencies[-1] if output is not None else None)
         # Read every state in order (reward, held ticks, link timing); act on the newest. Done
         # states repeat (the server publishes every tick): only new steps count.
         queue = [client.next_state()]
@@ -498,9 +512,24 @@ def run_episode(client, runner, task: str, seed: int, camera: str | None, link: 
             if s["timing"].get("command_latency_s") is None and not s["estop"]:
                 held += 1
                 held_refused += last_refused
+            if view is not None and s is not queue[-1]:  # the last one is observed as it is acted on
+                view.observe(s)
         if queue[-1]["episode"] != state["episode"]:
             raise RuntimeError(f"episode {state['episode']} was ended by another client of the server")
         state = queue[-1]
+
+
+@contextlib.contextmanager
+def eval_live_view(cmd: EvalCommand, spec):
+    """The ``LiveView`` of ``--rerun`` / ``--rerun-save`` (None without), closed on the way out."""
+    from tether.launch.rerun_view import live_view
+
+    view = live_view("eval", spec, cmd.rerun, cmd.rerun_save)
+    try:
+        yield view
+    finally:
+        if view is not None:
+            view.close()
 
 
 def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
@@ -530,7 +559,8 @@ def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
     refused: Counter = Counter()
     sent = 0
     t0 = time.perf_counter()
-    with RobotClient(address, spec=runner.spec, name="policy-runner", keys=robot_keys(cmd)) as client:
+    with RobotClient(address, spec=runner.spec, name="policy-runner", keys=robot_keys(cmd)) as client, \
+            eval_live_view(cmd, client.spec) as view:
         safety = SafetyFilter(client.spec)
         tasks = eval_tasks(cmd, runner, client.spec)
         total = len(tasks) * cmd.episodes
@@ -542,7 +572,7 @@ def evaluate_robot(cmd: EvalCommand, on_episode=None) -> dict:
                 seed = cmd.seed + k
                 film = camera if quota.want(task) else None
                 r = run_episode(client, runner, task, seed, film, link, action_steps=cmd.action_steps,
-                                safety=safety)
+                                safety=safety, view=view)
                 latencies += r["latencies"]
                 refused.update(r["refused"])
                 sent += r["sent"]
@@ -597,6 +627,9 @@ def check_command(cmd: EvalCommand) -> str:
     if cmd.num_envs < 1:
         raise UsageError(f"--num-envs must be >= 1, got {cmd.num_envs}")
     if cmd.sim is not None:
+        if cmd.rerun or cmd.rerun_save is not None:
+            raise UsageError("--rerun views a robot server's stream; --sim runs its episodes in worker "
+                             "processes: serve the simulator (tether serve --lockstep) and eval --robot")
         if cmd.robot is not None:
             raise UsageError("--sim evaluates without a robot server: drop --robot, or drop --sim")
         if cmd.operator:

@@ -39,7 +39,7 @@ import numpy as np
 
 from tether.launch.eval import (
     DEFAULT_ROBOT, EvalCommand, LinkStats, VideoQuota, load_runner, refusal_warnings, robot_keys,
-    run_episode, summarize, video_name, write_results,
+    eval_live_view, run_episode, summarize, video_name, write_results,
 )
 from tether.robot.teleop.config import KeyboardOptions, TeleopConfig
 from tether.robot.teleop.keyboard import KeyboardDevice
@@ -157,7 +157,8 @@ def evaluate_operator(cmd: EvalCommand, keys: OperatorKeys | None = None) -> dic
     quit_early = False
     t0 = time.perf_counter()
     try:
-        with RobotClient(address, spec=runner.spec, name="eval-operator", keys=robot_keys(cmd)) as client:
+        with RobotClient(address, spec=runner.spec, name="eval-operator", keys=robot_keys(cmd)) as client, \
+                eval_live_view(cmd, client.spec) as view:
             client.spec.check_policy(runner.spec, tuple(tasks))
             op = Operator(client, keys)
             cameras = [k for k, f in client.spec.observation.items() if f.is_image]
@@ -200,7 +201,7 @@ def evaluate_operator(cmd: EvalCommand, keys: OperatorKeys | None = None) -> dic
                         film = camera if quota.want(task) else None
                         try:
                             r = run_episode(client, runner, task, seed, film, link, should_stop,
-                                            cmd.action_steps)
+                                            cmd.action_steps, view=view)
                         except BaseException:
                             client.estop("tether eval --operator stopped by an error or Ctrl-C")
                             op.say("E-STOP tripped: tether eval is stopping.")

@@ -18,7 +18,7 @@ https://rerun.io/docs/concepts):
   ``cameras/<key>``, ``policy/latency_ms`` (the caller's policy step), ``link/command_latency_ms``
   and ``link/period_ms`` (the server's ``timing``), ``reward``, ``success``, ``safety/estop``
   (latched, 0/1), ``safety/held`` (ticks the server held for want of a command) and ``events``
-  (e-stop, e-stop cleared, watchdog, episode starts and ends, operator events) as text logs.
+  (e-stop, e-stop cleared, watchdog, episode starts and ends, ``operator: <event>``) as text logs.
   Timelines: ``tick`` (the state's ``seq``) and ``time`` (the server's clock, s).
 
 The live view never runs in the control loop's thread: ``observe`` puts the state on a bounded
@@ -49,7 +49,7 @@ NO_DISPLAY = ("no display for a Rerun viewer here (DISPLAY and WAYLAND_DISPLAY a
               "recording with {flag} FILE.rrd and open it with `rerun FILE.rrd` where there is a screen")
 # LeRobot's bookkeeping columns: the timelines, not curves.
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-EVENT_LEVELS = {"estop": "ERROR", "watchdog": "WARN", "estop_cleared": "INFO"}
+EVENT_LEVELS = {"estop": "ERROR", "watchdog": "WARN", "estop_cleared": "INFO", "operator: estop": "ERROR"}
 EVENT_TEXT = {"estop": "e-stop latched: the robot holds", "estop_cleared": "e-stop cleared",
               "watchdog": "watchdog: no valid command in time, the robot holds"}
 
@@ -68,6 +68,20 @@ def import_rerun():
     return rerun
 
 
+def check_viewable(save: Path | None, flag: str = "--save"):
+    """Check, before anything is written or moved, that a view can be opened: rerun-sdk is
+    installed and, without ``save``, there is a display for a viewer. Returns the ``rerun`` module.
+
+    Raises:
+        UsageError: rerun-sdk missing, or no ``save`` and no display (``flag`` names the option
+            that writes a recording instead).
+    """
+    rr = import_rerun()
+    if save is None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UsageError(NO_DISPLAY.format(flag=flag))
+    return rr
+
+
 def open_recording(name: str, save: Path | None, flag: str = "--save"):
     """A Rerun recording (``rerun.RecordingStream``, application ``tether_<name>``) that writes
     ``save`` (an .rrd file, folders made), or with ``save`` None streams to a viewer it spawns.
@@ -76,9 +90,7 @@ def open_recording(name: str, save: Path | None, flag: str = "--save"):
         UsageError: rerun-sdk missing; no ``save`` and no display to show a viewer on (``flag``
             names the option that writes a file instead).
     """
-    rr = import_rerun()
-    if save is None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UsageError(NO_DISPLAY.format(flag=flag))
+    rr = check_viewable(save, flag)
     rec = rr.RecordingStream(f"tether_{name}")
     if save is not None:
         save = Path(save)
@@ -248,8 +260,10 @@ class LiveView:
         it (s) and operator events of this tick. Returns False when the state was dropped."""
         self.stats.offered += 1
         tick, t = state["seq"], state["t"]
-        for event in (*state.get("events", ()), *events):
+        for event in state.get("events", ()):
             self._events.append((tick, t, event))
+        for event in events:  # the operator's: "estop" here is the request, the server's the latch
+            self._events.append((tick, t, f"operator: {event}"))
         if commanded is not None:
             commanded = np.array(commanded, np.float64).reshape(-1, len(self._action_names))[0]
         try:

@@ -66,6 +66,13 @@ class TeleopCommand:
     """This client's secret key (.key_secret), for a server with CurveZMQ keys."""
     server_public_key: Path | None = None
     """The server's public key (.key), with --client-key."""
+    rerun: bool = False
+    """Live Rerun view (spawned viewer; pip install 'tether[rerun]'): the robot's cameras,
+    commanded, applied and measured joints, e-stop, watchdog and operator events; fed from a queue,
+    never from the control loop's thread."""
+    rerun_save: Path | None = None
+    """Write the live view to this Rerun recording (FILE.rrd) instead of spawning a viewer;
+    implies --rerun."""
     teleop: TeleopConfig = field(default_factory=TeleopConfig)
     """Mapping from the device to the robot's action, and per-device settings."""
 
@@ -114,6 +121,7 @@ def run_session(cmd: TeleopCommand, say=print) -> SessionResult:
         tether.robot.teleop.TeleopError: the device is missing or went away.
         tether.perception.cameras.CameraError: a camera is missing or stopped (names it).
     """
+    from tether.launch.rerun_view import live_view
     from tether.robot.client import RobotClient
     from tether.robot.dataset import DatasetWriter
     from tether.robot.recorder import Recorder, camera_features
@@ -131,6 +139,7 @@ def run_session(cmd: TeleopCommand, say=print) -> SessionResult:
             raise UsageError("--cameras are recorded: give --record DATASET")
         sim_task = cmd.sim_task or (spec.tasks[0] if spec.tasks else None)
         device = make_device(cmd.device, spec, cmd.teleop)
+        view = live_view("teleop", spec, cmd.rerun, cmd.rerun_save)  # before anything moves
         if cmd.record is not None:
             cameras = open_cameras(cmd.cameras, cmd.camera_size, spec.control_rate_hz)
             dataset_spec = camera_features(spec, cameras)
@@ -148,6 +157,8 @@ def run_session(cmd: TeleopCommand, say=print) -> SessionResult:
                 command = device.read(state)
                 if not estopped:
                     client.send_action(command.action, state["seq"])
+                if view is not None:  # after the send: it only queues
+                    view.observe(state, None if estopped else command.action, events=command.events)
                 result.ticks += 1
                 if recorder is not None:
                     recorder.check()
@@ -186,6 +197,8 @@ def run_session(cmd: TeleopCommand, say=print) -> SessionResult:
                     say(f"{verb} episode {episode}")
         finally:
             device.stop()
+            if view is not None:
+                view.close()
             if recorder is not None:
                 stats = recorder.stop()
                 if cmd.play:

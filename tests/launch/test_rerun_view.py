@@ -1,6 +1,7 @@
 """``tether dataset view --rerun --save FILE.rrd``: the recording read back with Rerun's own reader
 (``rerun.chunk.RrdReader``) against the dataset it came from; and the view's bad input."""
 
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -150,3 +151,209 @@ def test_missing_rerun_sdk_says_how_to_install(tmp_path, cli_error, monkeypatch)
     monkeypatch.setitem(sys.modules, "rerun", None)  # as when rerun-sdk is not installed
     err = cli_error("dataset", "view", root, "--save", tmp_path / "x.rrd")
     assert "needs rerun-sdk" in err and "pip install 'tether[rerun]'" in err
+
+
+# ------------------------------------------------------------------------------------- live view
+def test_live_view_logs_joints_latency_and_safety_events(tmp_path, serve, rerun):
+    from tether.launch.rerun_view import LiveView, open_recording
+    from tether.robot.client import RobotClient
+    from tether.robot.drivers.pointmass import TASK, PointMassRobot
+
+    rrd = tmp_path / "live.rrd"
+    sent: dict[int, np.ndarray] = {}
+    measured: dict[int, np.ndarray] = {}
+    with serve(PointMassRobot(rate_hz=100.0, max_episode_steps=10_000), watchdog_s=0.1) as server, \
+            RobotClient(server.address) as client:
+        view = LiveView(open_recording("test", rrd), client.spec)
+        state = client.reset(TASK, 0)
+        for k in range(30):
+            action = np.array([0.5, -0.25 + 0.01 * k], np.float32)
+            client.send_action(action, state["seq"])
+            assert view.observe(state, action, latency_s=0.002)
+            sent[state["seq"]] = action
+            measured[state["seq"]] = state["observation"]["observation.state"]
+            state = client.latest_state()
+        client.estop("test")
+        while not state["estop"]:
+            state = client.next_state()
+            view.observe(state)
+        client.clear_estop()
+        while state["estop"]:
+            state = client.next_state()
+            view.observe(state)
+        for _ in range(30):  # 0.3 s without a command: the 0.1 s watchdog trips
+            state = client.next_state()
+            view.observe(state, events=("end_episode",) if _ == 0 else ())
+        stats = view.close()
+    assert stats.dropped == 0 and stats.logged == stats.offered
+    logged = read_rrd(rrd)
+    commanded = logged["/joints/vy/commanded"]
+    assert commanded["tick"] == sorted(sent) and len(logged["/joints/vx/commanded"]["tick"]) == 30
+    np.testing.assert_allclose(commanded["Scalars:scalars"], [sent[t][1] for t in sorted(sent)], rtol=1e-6)
+    for j, name in enumerate(("x", "y", "vx", "vy")):
+        series = logged[f"/joints/{name}/measured"]
+        assert len(series["tick"]) == stats.offered
+        by_tick = dict(zip(series["tick"], series["Scalars:scalars"]))
+        np.testing.assert_allclose([by_tick[t] for t in sorted(measured)],
+                                   [measured[t][j] for t in sorted(measured)], rtol=1e-6)
+    assert logged["/policy/latency_ms"]["Scalars:scalars"] == [2.0] * 30
+    assert max(logged["/safety/estop"]["Scalars:scalars"]) == 1.0 and logged["/safety/estop"]["Scalars:scalars"][-1] == 0.0
+    assert 1.0 in logged["/safety/held"]["Scalars:scalars"]
+    assert len(logged["/link/command_latency_ms"]["tick"]) >= 25  # the commands of the first phase
+    events = logged["/events"]["TextLog:text"]
+    levels = dict(zip(events, logged["/events"]["TextLog:level"]))
+    for text, level in (("episode 0 started: task 'reach-origin'", "INFO"),
+                        ("e-stop latched: the robot holds", "ERROR"), ("e-stop cleared", "INFO"),
+                        ("watchdog: no valid command in time, the robot holds", "WARN"),
+                        ("operator: end_episode", "INFO")):
+        assert levels.get(text) == level, (text, events)
+    order = [events.index(t) for t in ("e-stop latched: the robot holds", "e-stop cleared")]
+    assert order == sorted(order)
+
+
+def test_live_view_drops_when_full_and_never_waits(tmp_path, serve, rerun):
+    """A view that cannot keep up (a queue of 2 against a tight loop) drops states rather than
+    making the loop wait; what it kept is all in the recording."""
+    import time
+
+    from tether.launch.rerun_view import LiveView, open_recording
+    from tether.robot.client import RobotClient
+    from tether.robot.drivers.pointmass import PointMassRobot
+
+    rrd = tmp_path / "full.rrd"
+    with serve(PointMassRobot(rate_hz=100.0)) as server, RobotClient(server.address) as client:
+        state = client.latest_state()
+        view = LiveView(open_recording("test", rrd), client.spec, queue_size=2)
+        costs = []
+        for k in range(3000):
+            s = {**state, "seq": state["seq"] + k}
+            t0 = time.perf_counter()
+            view.observe(s, np.zeros(2, np.float32))
+            costs.append(time.perf_counter() - t0)
+        stats = view.close()
+    assert stats.offered == 3000 and stats.dropped > 0 and stats.logged + stats.dropped == 3000
+    assert np.median(costs) < 1e-4  # a put on a queue, not a log call (~0.2 ms each)
+    assert len(read_rrd(rrd)["/joints/vx/commanded"]["tick"]) == stats.logged
+
+
+def test_live_view_bad_input(tmp_path, rerun, cli_error, monkeypatch):
+    from tether.launch import UsageError
+    from tether.launch.rerun_view import LiveView
+    from tether.robot.drivers.pointmass import pointmass_spec
+
+    with pytest.raises(UsageError, match="queue_size >= 1"):
+        LiveView(None, pointmass_spec(), queue_size=0)
+    assert "--rerun views a robot server" in cli_error("eval", tmp_path / "p.onnx", "--sim", "pointmass",
+                                                       "--rerun-save", tmp_path / "x.rrd")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    err = cli_error("collect", tmp_path / "ds", "--tasks", "reach-v3", "--rerun")
+    assert "no display" in err and "--rerun-save FILE.rrd" in err
+    assert not (tmp_path / "ds").exists() or not any((tmp_path / "ds").rglob("*.parquet"))
+
+
+# ------------------------------------------------------------------------ the verbs' --rerun-save
+def test_collect_rerun_save_shows_the_cameras_and_the_expert(tmp_path, capsys, rerun):
+    rrd = tmp_path / "collect.rrd"
+    main(["collect", str(tmp_path / "ds"), "--tasks", "reach-v3", "--episodes", "1", "--image-size", "32",
+          "--max-episode-steps", "25", "--rerun-save", str(rrd)])
+    ds = Dataset(tmp_path / "ds")
+    logged = read_rrd(rrd)
+    camera = logged["/cameras/observation.images.corner"]
+    n = len(camera["tick"])
+    assert n == len(logged["/reward"]["tick"]) >= 12  # a frame with every state the expert saw
+    assert all(len(b) == 32 * 32 * 3 for b in camera["Image:buffer"])
+    assert np.std(camera["Image:buffer"][0]) > 1  # a rendered scene, not a blank frame
+    # what the expert sent, from the state it saw (MetaWorld's scripted policies are functions of
+    # the observation): the view pairs each command with its state
+    from tether.sim.metaworld import expert_policy
+
+    state_names = ds.features["observation.state"]["names"]
+    measured = [dict(zip(logged[f"/joints/{name}/measured"]["tick"], logged[f"/joints/{name}/measured"]["Scalars:scalars"]))
+                for name in state_names]
+    expert = expert_policy("reach-v3")
+    for j, name in enumerate(ds.features["action"]["names"]):
+        series = logged[f"/joints/{name}/commanded"]
+        assert len(series["tick"]) >= 12  # the expert acts on the newest state: a loaded machine skips some
+        expected = [expert(np.array([m[t] for m in measured], np.float32))[j] for t in series["tick"]]
+        np.testing.assert_allclose(series["Scalars:scalars"], expected, rtol=1e-4, atol=1e-5)
+    assert logged["/events"]["TextLog:text"][0] == "episode 0 started: task 'reach-v3'"
+
+
+def _linear_policy(path, spec, weights, noise_scale=0.0):
+    """test_eval.linear_policy (a tether ONNX policy written straight as a graph), loaded by path:
+    test modules are not a package here."""
+    import importlib.util
+
+    source = Path(__file__).with_name("test_eval.py")
+    module_spec = importlib.util.spec_from_file_location("tether_test_eval", source)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.linear_policy(path, spec, weights, noise_scale)
+
+
+def test_eval_rerun_save_logs_policy_latency_per_step(tmp_path, serve, capsys, rerun):
+    from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
+
+    weights = np.zeros((4, 2))
+    weights[0, 0] = weights[1, 1] = -2.0
+    policy = _linear_policy(tmp_path / "p.onnx", pointmass_spec(50.0), weights)
+    rrd = tmp_path / "eval.rrd"
+    with serve(PointMassRobot(rate_hz=50.0, max_episode_steps=15), lockstep=True) as server:
+        main(["eval", str(policy), "--robot", server.address, "--episodes", "2", "--out",
+              str(tmp_path / "eval"), "--rerun-save", str(rrd)])
+    results = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    logged = read_rrd(rrd)
+    latency = np.asarray(logged["/policy/latency_ms"]["Scalars:scalars"])
+    assert len(latency) == 2 * 15 and (latency > 0).all()
+    np.testing.assert_allclose(np.median(latency), results["latency_ms"]["p50"], rtol=0.2)
+    measured = np.asarray(logged["/joints/x/measured"]["Scalars:scalars"])
+    commanded = np.asarray(logged["/joints/vx/commanded"]["Scalars:scalars"])
+    # the policy's action is -2 x, clipped to [-1, 1], for every state it answered
+    ticks = dict(zip(logged["/joints/x/measured"]["tick"], measured))
+    expected = [np.clip(-2.0 * ticks[t], -1, 1) for t in logged["/joints/vx/commanded"]["tick"]]
+    np.testing.assert_allclose(commanded, expected, rtol=1e-5, atol=1e-6)
+    texts = logged["/events"]["TextLog:text"]
+    assert [t for t in texts if t.startswith("episode")] == [
+        "episode 0 started: task 'reach-origin'", f"episode 0 ended: success {results['per_episode'][0]['success']}",
+        "episode 1 started: task 'reach-origin'", f"episode 1 ended: success {results['per_episode'][1]['success']}"]
+
+
+def test_teleop_rerun_save_shows_the_operator_and_the_e_stop(serve, tmp_path, pipe_lines, rerun):
+    import os
+    import subprocess
+    import time
+
+    from tether.robot.drivers.pointmass import PointMassRobot
+
+    rrd = tmp_path / "teleop.rrd"
+    master, slave = os.openpty()
+    with serve(PointMassRobot(rate_hz=50.0, max_episode_steps=100_000)) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether.launch.cli", "teleop", "--robot", server.address,
+             "--device", "keyboard", "--rerun-save", str(rrd)],
+            stdin=slave, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        os.close(slave)
+        out = pipe_lines(proc.stderr)
+        try:
+            out.wait_for("episode 0 started")
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:  # a held key: the terminal's autorepeat
+                os.write(master, b"w")
+                time.sleep(0.03)
+            os.write(master, b" ")  # e-stop
+            out.wait_for("E-STOP")
+            os.write(master, b"Q")
+            assert proc.wait(30) == 0, "".join(out.lines)[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            os.close(master)
+    logged = read_rrd(rrd)
+    assert max(logged["/joints/vx/commanded"]["Scalars:scalars"]) > 0.2  # w: +x
+    assert max(logged["/joints/vx/measured"]["Scalars:scalars"]) > 0.1  # and the point mass moved
+    texts = logged["/events"]["TextLog:text"]
+    assert "operator: estop" in texts and "e-stop latched: the robot holds" in texts
+    assert texts.index("operator: estop") < texts.index("e-stop latched: the robot holds")
+    estop = logged["/safety/estop"]["Scalars:scalars"]
+    assert estop[0] == 0.0 and estop[-1] == 1.0

@@ -73,8 +73,10 @@ class CollectConfig:
     mix: tuple[float, ...] = (0.3, 0.4, 0.3)
     """Probabilities of expert, medium, random (and play) episodes with --quality mix."""
     env: str = "metaworld"
-    """Source: metaworld (--tasks' experts), or ogbench:scene / ogbench:cube-single (OGBench play
-    data: --episodes episodes of --episode-steps ticks, task "play")."""
+    """Source: metaworld (--tasks' experts), ogbench:scene / ogbench:cube-single (OGBench play
+    data: --episodes episodes of --episode-steps ticks, task "play"), or ocbench:NAME (OCBench's
+    scripted block policies, e.g. ocbench:block-lite-double: --episodes per task of the env, or of
+    --tasks task1 ...)."""
     episode_steps: int = 1000
     """OGBench: play episode length in control ticks (OGBench's play datasets: 1000)."""
     oracle: Literal["plan", "markov"] = "plan"
@@ -179,6 +181,8 @@ def collect(
         UsageError: an unknown ``--env`` or OGBench env, or OGBench not installed.
         tether.sim.metaworld.UnknownTaskError: an unknown MetaWorld task.
     """
+    if cfg.env.startswith("ocbench:"):
+        return collect_ocbench(cfg, logs, on_episode)
     if cfg.env != "metaworld":
         return collect_ogbench(cfg, logs, on_episode)
     from tether.sim.metaworld import check_tasks, expert_policy, metaworld_spec
@@ -254,8 +258,8 @@ def ogbench_env(cfg: CollectConfig) -> str:
 
     kind, _, name = cfg.env.partition(":")
     if kind != "ogbench" or not name:
-        raise UsageError(f"--env takes metaworld or ogbench:NAME (NAME one of "
-                         f"{', '.join(ogbench.ENVS)}), not {cfg.env!r}")
+        raise UsageError(f"--env takes metaworld, ogbench:NAME (NAME one of "
+                         f"{', '.join(ogbench.ENVS)}) or ocbench:NAME, not {cfg.env!r}")
     try:
         ogbench.check_env(name)
         ogbench.import_ogbench()
@@ -363,6 +367,79 @@ def collect_ogbench(
         result.expert_successes[f"{kind}/started"] = n
     result.expert_successes["held_ticks"] = held
     result.expert_successes["retried_episodes"] = retries
+    result.episodes = len(writer.episodes)
+    result.frames = writer.total_frames
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def collect_ocbench(
+    cfg: CollectConfig,
+    logs: Path,
+    on_episode: Callable[[str, bool], None] | None = None,
+) -> CollectResult:
+    """Record OCBench demonstrations: ``cfg.episodes`` per task (the env's tasks, or ``--tasks``
+    when given), OCBench's scripted controller (``tether.sim.ocbench.ScriptedPolicy``) playing the
+    teleoperator through a ``RobotClient`` while a ``Recorder`` writes the episodes (state, MuJoCo
+    state, cameras as video). Episode k of task t resets with seed ``cfg.seed + k`` (k counting on
+    with ``--resume``) and seeds the controller with it. Each episode runs to OCBench's
+    termination or the task's step limit; every episode is kept (``expert_successes`` counts the
+    successful ones; OCBench's paper trains on those only).
+
+    Raises:
+        UsageError: a bad ``--env`` or task, or OCBench missing.
+    """
+    from tether.sim import ocbench
+
+    name = cfg.env.partition(":")[2]
+    try:
+        ocbench.check_env(name)
+        ocbench.import_ocbench()
+        tasks = ocbench.tasks_of(name) if cfg.tasks == DEFAULT_TASKS else tuple(cfg.tasks)
+        for task in tasks:
+            ocbench.check_task(name, task)
+    except (ocbench.UnknownEnvError, ocbench.OCBenchNotInstalledError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    cameras = (ocbench.DEFAULT_CAMERA,) if cfg.cameras is None else cfg.cameras
+    t0 = time.perf_counter()
+    sim = ocbench.OCBenchSim(name)  # the spec's MuJoCo state sizes
+    spec = ocbench.ocbench_spec(name, cameras, cfg.image_size, nq=sim.env._model.nq, nv=sim.env._model.nv)
+    sim.close()
+    policy = ocbench.ScriptedPolicy(name)
+    writer = DatasetWriter(cfg.dataset, spec, spec.control_rate_hz, resume=cfg.resume, overwrite=cfg.overwrite)
+    recorded = recorded_per_task(writer)
+    limit = max(ocbench.episode_limit(name, task) for task in tasks)
+    address = processes.free_tcp_address()
+    server = processes.start(
+        ["serve", "--robot", "ocbench", "--env", name, "--address", address, "--cameras", *cameras,
+         "--image-size", str(cfg.image_size), "--max-episode-steps", str(limit),
+         *(["--rate-hz", str(cfg.rate_hz)] if cfg.rate_hz else []), *(["--lockstep"] if cfg.lockstep else [])],
+        logs / "serve-collect.log",
+    )
+    result = CollectResult(0, 0)
+    try:
+        processes.wait_for_server(address, server)
+        recorder = Recorder(address, writer).start()
+        with RobotClient(address, name="ocbench-scripted") as client:
+            for task in tasks:
+                result.expert_successes[task] = 0
+                for k in range(recorded[task], recorded[task] + cfg.episodes):
+                    state = client.reset(task, cfg.seed + k)
+                    policy.reset(state["observation"], task, state["step"], cfg.seed + k)
+                    while not state["done"]:
+                        client.send_action(policy(state["observation"], state["step"]))
+                        state = client.latest_state()
+                    result.expert_successes[task] += bool(state["success"])
+                    if on_episode is not None:
+                        on_episode(task, bool(state["success"]))
+        expected = len(tasks) * cfg.episodes
+        recorder.wait_for(expected, timeout_s=30)
+        stats = recorder.stop()
+        if stats.episodes_written < expected:
+            log.warning("recorded %d of %d episodes (%d dropped)", stats.episodes_written, expected,
+                        stats.episodes_dropped)
+    finally:
+        processes.stop(server)
     result.episodes = len(writer.episodes)
     result.frames = writer.total_frames
     result.seconds = time.perf_counter() - t0

@@ -69,9 +69,12 @@ class EvalCommand:
     """After compare: two or more eval folders (or their eval.json); the first is the baseline."""
     robot: str | None = None
     """Address of a running robot server (tether serve); default tcp://127.0.0.1:5555."""
-    sim: Literal["metaworld", "pointmass", "ogbench:scene", "ogbench:cube-single"] | None = None
+    sim: Literal["metaworld", "pointmass", "ogbench:scene", "ogbench:cube-single", "ocbench:block-lite-single",
+                 "ocbench:block-lite-double", "ocbench:block-lite-triple", "ocbench:block-single",
+                 "ocbench:block-double"] | None = None
     """Evaluate directly in this simulator, no robot server (lock-stepped, same safety layer).
-    OGBench: its 5 evaluation goals (task1..task5) for a goal-observation policy."""
+    OGBench: its 5 evaluation goals (task1..task5) for a goal-observation policy. OCBench: the
+    policy's tasks, each episode to OCBench's termination or the task's step limit."""
     num_envs: int = 1
     """With --sim: episodes run in parallel in this many worker processes."""
     operator: bool = False

@@ -152,12 +152,27 @@ def _ogbench(name: str) -> Callable[..., EvalEnv]:
     return factory
 
 
+def _ocbench(name: str) -> Callable[..., EvalEnv]:
+    """OCBench's evaluation protocol (``tether.sim.ocbench``): each episode of a task runs to
+    OCBench's termination (success, failure, unhealthy) or the task's step limit."""
+
+    def factory(tasks: list[str], policy_spec: RobotSpec, sim: SimSetup, camera: str | None) -> EvalEnv:
+        from tether.robot.drivers.ocbench import OCBenchRobot
+
+        cameras, size = _cameras(policy_spec, camera, sim.image_size)
+        return DriverEnv(OCBenchRobot(name, cameras, size, sim.max_episode_steps))
+
+    return factory
+
+
 # name -> (factory, default camera for videos or None)
 SIMS: dict[str, tuple[Callable[..., EvalEnv], str | None]] = {
     "metaworld": (_metaworld, "corner"),
     "pointmass": (_pointmass, None),
     "ogbench:scene": (_ogbench("scene"), "front_pixels"),
     "ogbench:cube-single": (_ogbench("cube-single"), "front_pixels"),
+    **{f"ocbench:{name}": (_ocbench(name), "front") for name in
+       ("block-lite-single", "block-lite-double", "block-lite-triple", "block-single", "block-double")},
 }
 
 

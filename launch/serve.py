@@ -25,14 +25,17 @@ class ServeConfig:
 
     address: str = "tcp://127.0.0.1:5555"
     """Where to bind: tcp://HOST:PORT (state on PORT+1) or ipc://PATH."""
-    robot: Literal["metaworld", "arm", "ogbench", "pointmass", "dynamixel", "feetech"] = "metaworld"
+    robot: Literal["metaworld", "arm", "ogbench", "ocbench", "pointmass", "dynamixel", "feetech"] = "metaworld"
     """Driver: metaworld (simulated Sawyer, MetaWorld v3 tasks), arm (tether's simulated
-    OpenMANIPULATOR-X: reach, push), ogbench (an OGBench UR5e scene, see --env), pointmass (numpy,
+    OpenMANIPULATOR-X: reach, push), ogbench (an OGBench UR5e scene, see --env), ocbench (an OCBench
+    block env, see --env), pointmass (numpy,
     for tests and link benchmarks), dynamixel (a DYNAMIXEL arm) or feetech (a Feetech STS arm: SO-100 /
 SO-101); the hardware drivers need --robot-config."""
     env: str = "scene"
     """--robot ogbench only: the OGBench env (scene, cube-single); its tasks are task1..task5
-    (evaluation goals) and play; --max-episode-steps sets the play episode length."""
+    (evaluation goals) and play; --max-episode-steps sets the play episode length. --robot ocbench:
+    an OCBench env (block-lite-single, block-lite-double, ...; tether.sim.ocbench), tasks task1..;
+    --max-episode-steps is its step limit."""
     robot_config: Path | None = None
     """JSON file of the hardware driver's settings (for dynamixel / feetech: the fields of
     tether.robot.drivers.dynamixel.DynamixelConfig / feetech.FeetechConfig: port, ids, low, high,
@@ -143,6 +146,15 @@ def make_robot(cfg: ServeConfig):
         try:
             robot = OGBenchRobot(cfg.env, cfg.cameras, cfg.image_size, cfg.max_episode_steps)
         except (UnknownEnvError, OGBenchNotInstalledError) as e:
+            raise UsageError(str(e)) from e
+    elif cfg.robot == "ocbench":
+        from tether.robot.drivers.ocbench import OCBenchRobot
+        from tether.sim.ocbench import OCBenchNotInstalledError
+        from tether.sim.ocbench import UnknownEnvError as UnknownOCBenchEnv
+
+        try:
+            robot = OCBenchRobot(cfg.env, cfg.cameras, cfg.image_size, cfg.max_episode_steps)
+        except (UnknownOCBenchEnv, OCBenchNotInstalledError) as e:
             raise UsageError(str(e)) from e
     else:
         robot = MetaWorldRobot(cfg.tasks, cfg.max_episode_steps, True, cfg.cameras, cfg.image_size)

@@ -32,7 +32,7 @@ import multiprocessing
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -62,6 +62,11 @@ class LoopBench:
     """on: the server on the last CPU at SCHED_FIFO 80 (tether serve --cpus --fifo-priority),
     the policy client on the others at SCHED_FIFO 70; both: every rate without, then with (the
     before and after in one run). Needs the right to SCHED_FIFO (root or CAP_SYS_NICE)."""
+    view: Literal["off", "on", "both"] = "off"
+    """on: the policy client also feeds a live Rerun view (tether.launch.rerun_view.LiveView,
+    written to view_<rate>.rrd in --out) with every state, action and inference time, as tether
+    eval --rerun does; both: every rate without, then with, in the same run (what the view costs
+    the loop: achieved rate, held ticks, overruns). Needs pip install 'tether[rerun]'."""
     out: Path | None = None
     """Folder for loop.json and loop_histograms.png (cycle period and policy step per rate)."""
     json: bool = False
@@ -83,10 +88,13 @@ def parse_rates(text: str) -> list[float]:
     return rates
 
 
-def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: float) -> dict:
+def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: float, view=None) -> dict:
     """Answer states with ``act`` for ``seconds``; returns timing statistics of the phase (the
-    cycle periods and policy steps themselves in ``_periods_s`` and ``_steps_s``)."""
+    cycle periods and policy steps themselves in ``_periods_s`` and ``_steps_s``) and
+    ``held_ticks``: ticks the server applied no command on (the client was late). ``view``: a
+    ``LiveView`` offered every state (with the action and its inference time after the send)."""
     periods, latencies, inference, stamps = [], [], [], []
+    held = 0
     end = time.perf_counter() + seconds
     client.latest_state()
     while time.perf_counter() < end:
@@ -96,7 +104,10 @@ def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: f
         stamps.append((state["t"], state["seq"]))
         if timing["command_latency_s"] is not None:
             latencies.append(timing["command_latency_s"])
+        held += timing["command_age_s"] is None
         if client.pending():
+            if view is not None:
+                view.observe(state)
             continue  # act on the newest state only
         if state["done"]:
             client.reset("reach-origin", int(state["seq"]))
@@ -105,6 +116,8 @@ def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: f
         action = act(state["observation"])
         inference.append(time.perf_counter() - t0)
         client.send_action(action, state["seq"])
+        if view is not None:  # after the send, as in tether eval
+            view.observe(state, action, inference[-1])
     (t_first, seq_first), (t_last, seq_last) = stamps[0], stamps[-1]
     period = percentiles_us(periods)
     return {
@@ -113,6 +126,8 @@ def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: f
         "jitter_us": period["p99"] - period["p50"],
         "policy_step_us": percentiles_us(latencies),
         "inference_us": percentiles_us(inference),
+        "ticks": len(periods),
+        "held_ticks": held,
         "_periods_s": periods,
         "_steps_s": latencies,
     }
@@ -170,14 +185,16 @@ def _client_realtime(on: bool, server_cpu: int):
         os.sched_setaffinity(0, cpus)
 
 
-def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path, realtime: bool = False) -> dict:
+def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path, realtime: bool = False,
+               view: bool = False) -> dict:
     """The three phases against a point-mass server at ``rate`` Hz (see the module docstring);
-    with ``realtime``, server and client pinned apart at SCHED_FIFO."""
+    with ``realtime``, server and client pinned apart at SCHED_FIFO; with ``view``, the client
+    feeds a live Rerun view written to ``folder/view_<rate>.rrd`` all along."""
     from tether.robot.drivers.pointmass import TASK
 
     zero = np.zeros(2, np.float32)
     address = processes.free_tcp_address()
-    name = f"{rate:g}{'_rt' if realtime else ''}"
+    name = f"{rate:g}{'_rt' if realtime else ''}{'_view' if view else ''}"
     stats_path = folder / f"serve_{name}.json"
     server_cpu = max(os.sched_getaffinity(0))
     args = ["serve", "--robot", "pointmass", "--address", address, "--rate-hz", str(rate),
@@ -185,7 +202,7 @@ def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path, rea
     if realtime:
         args += ["--cpus", str(server_cpu), "--fifo-priority", "80"]
     server = processes.start(args, folder / f"serve_{name}.log")
-    fuzzer = None
+    fuzzer = live = view_stats = None
     try:
         processes.wait_for_server(address, server)
         if cmd.fuzz_rate > 0:
@@ -194,11 +211,17 @@ def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path, rea
                 target=fuzz_beside, args=(address, cmd.fuzz_rate, seconds), daemon=True)
             fuzzer.start()
         with RobotClient(address, name="bench") as client, _client_realtime(realtime, server_cpu):
+            if view:
+                from tether.launch.rerun_view import LiveView, open_recording
+
+                live = LiveView(open_recording("bench", folder / f"view_{name}.rrd"), client.spec)
             client.reset(TASK, 0)
-            transport = run_phase(client, lambda obs: zero, cmd.baseline_duration)
-            onnx_phase = run_phase(client, runner.act, cmd.duration)
-            eager = run_phase(client, torch_act, cmd.baseline_duration)
+            transport = run_phase(client, lambda obs: zero, cmd.baseline_duration, live)
+            onnx_phase = run_phase(client, runner.act, cmd.duration, live)
+            eager = run_phase(client, torch_act, cmd.baseline_duration, live)
     finally:
+        if live is not None:
+            view_stats = asdict(live.close())
         if fuzzer is not None:
             fuzzer.terminate()
             fuzzer.join(10)
@@ -209,6 +232,7 @@ def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path, rea
     return {
         "rate_hz": rate,
         "realtime": realtime,
+        "view": view_stats,
         "duration_s": cmd.duration,
         **onnx_phase,
         "overrun_fraction": overruns,
@@ -240,7 +264,8 @@ def plot_histograms(per_rate: list[dict], path: Path) -> None:
             if row == 0:
                 ax.axvline(1e3 / r["rate_hz"], color="red", ls="--", label="nominal")
                 ax.legend()
-            ax.set_title(f"{label} at {r['rate_hz']:g} Hz{' (real-time)' if r['realtime'] else ''}")
+            ax.set_title(f"{label} at {r['rate_hz']:g} Hz{' (real-time)' if r['realtime'] else ''}"
+                         f"{' (Rerun view)' if r['view'] else ''}")
             ax.set_xlabel("ms")
             ax.set_ylabel("ticks" if row == 0 else "commands")
     fig.tight_layout()
@@ -256,8 +281,13 @@ def bench_loop(cmd: LoopBench) -> dict:
         folder = Path(cmd.out or tmp)
         folder.mkdir(parents=True, exist_ok=True)
         runner, torch_act, parameters = _policies(cmd, folder)
-        modes = {"off": (False,), "on": (True,), "both": (False, True)}[cmd.realtime]
-        per_rate = [bench_rate(cmd, rate, runner, torch_act, folder, rt) for rate in rates for rt in modes]
+        modes = {"off": (False,), "on": (True,), "both": (False, True)}
+        if cmd.view != "off":
+            from tether.launch.rerun_view import import_rerun
+
+            import_rerun()  # missing rerun-sdk: one line before any server starts
+        per_rate = [bench_rate(cmd, rate, runner, torch_act, folder, rt, v) for rate in rates
+                    for rt in modes[cmd.realtime] for v in modes[cmd.view]]
         plot_histograms(per_rate, folder / "loop_histograms.png")
         for r in per_rate:
             for phase in (r, r["baselines"]["transport"], r["baselines"]["torch_eager"]):
@@ -271,11 +301,15 @@ def print_result(result: dict) -> None:
     """A line per rate: achieved rate, periods, jitter, overruns, policy step against baselines."""
     for r in result["rates"]:
         print(
-            f"{result['policy']} at {r['rate_hz']:.0f} Hz{' real-time' if r['realtime'] else ''} for "
+            f"{result['policy']} at {r['rate_hz']:.0f} Hz{' real-time' if r['realtime'] else ''}"
+            f"{' with a Rerun view' if r['view'] else ''} for "
             f"{r['duration_s']:.0f} s"
             f"{' under fuzz' if result['fuzz_rate'] else ''}: achieved {r['achieved_rate_hz']:.1f} Hz, period p50 "
             f"{r['cycle_period_us']['p50']:.0f} us p99 {r['cycle_period_us']['p99']:.0f} us, jitter "
-            f"{r['jitter_us']:.0f} us, overruns {100 * r['overrun_fraction']:.3f}%; policy step p50 "
+            f"{r['jitter_us']:.0f} us, overruns {100 * r['overrun_fraction']:.3f}%, held ticks "
+            f"{r['held_ticks']}/{r['ticks']}"
+            + (f" (view: {r['view']['logged']} states logged, {r['view']['dropped']} dropped)" if r["view"] else "")
+            + "; policy step p50 "
             f"{r['policy_step_us']['p50']:.0f} us p99 {r['policy_step_us']['p99']:.0f} us (transport p99 "
             f"{r['baselines']['transport']['policy_step_us']['p99']:.0f} us, inference p99 "
             f"{r['inference_us']['p99']:.0f} us, torch eager step p99 "

@@ -292,10 +292,12 @@ class LiveView:
 
     def _drain(self) -> None:
         while True:
+            # whatever came in flush_s goes in one batch: a chunk per entity, not per tick (a
+            # chunk of one row costs as much to send and ~40 bytes of data + its schema to store)
+            self._closing.wait(self.flush_s)
             batch = []
             try:
-                batch.append(self._queue.get(timeout=self.flush_s))
-                while len(batch) < 10_000:
+                while True:
                     batch.append(self._queue.get_nowait())
             except queue.Empty:
                 pass

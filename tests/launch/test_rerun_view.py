@@ -357,3 +357,25 @@ def test_teleop_rerun_save_shows_the_operator_and_the_e_stop(serve, tmp_path, pi
     assert texts.index("operator: estop") < texts.index("e-stop latched: the robot holds")
     estop = logged["/safety/estop"]["Scalars:scalars"]
     assert estop[0] == 0.0 and estop[-1] == 1.0
+
+
+@pytest.mark.slow
+def test_bench_loop_runs_with_and_without_the_view(tmp_path, rerun):
+    """``tether bench loop --view both``: the same rate without, then with a live view (about 40 s:
+    torch and ONNX export, two servers); what the view logged is in its recording."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether.launch.cli", "bench", "loop", "--rate", "200", "--duration", "2",
+         "--baseline-duration", "0.5", "--view", "both", "--out", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    without, with_view = json.loads(proc.stdout)["rates"]
+    assert without["view"] is None and with_view["view"] is not None
+    for r in (without, with_view):
+        assert r["ticks"] > 200 and 0 <= r["held_ticks"] <= r["ticks"]
+    stats = with_view["view"]
+    assert stats["logged"] > 0 and stats["logged"] + stats["dropped"] == stats["offered"]
+    logged = read_rrd(tmp_path / "view_200_view.rrd")
+    assert len(logged["/link/period_ms"]["tick"]) == stats["logged"]
+    assert len(logged["/policy/latency_ms"]["tick"]) > 100

@@ -31,6 +31,7 @@ Rerun is imported only when a view is asked for: the robot side and a base insta
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -43,6 +44,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from tether.launch import UsageError
+
+log = logging.getLogger(__name__)
 
 RERUN_EXTRA = "rerun"
 NO_DISPLAY = ("no display for a Rerun viewer here (DISPLAY and WAYLAND_DISPLAY are unset): write a "
@@ -219,6 +222,8 @@ class LiveView:
     none. A daemon thread takes whatever is queued every ``flush_s`` and logs it (layout: module
     docstring), one ``send_columns`` per entity and batch; it gives up the GIL between calls
     (``time.sleep(0)``) so a loop waiting for the GIL gets it within one call (about 0.2 ms).
+    Should logging fail (``error`` then says why), the view stops and drops what comes; the loop
+    never sees the exception.
 
     Args:
         rec: a ``rerun.RecordingStream`` (``open_recording``); ``close`` disconnects it.
@@ -242,6 +247,7 @@ class LiveView:
         self._last_done = False
         self._formats: set[str] = set()
         self._closing = threading.Event()
+        self.error: str | None = None
         action = spec.action
         self._action_names = element_names(action.names, "action", int(np.prod(action.shape)))
         self._vectors = {k: element_names(f.names, k, int(np.prod(f.shape)))
@@ -281,7 +287,7 @@ class LiveView:
     # ------------------------------------------------------------------------- drainer thread
     def _log_names(self) -> None:
         rr = self._rr
-        for j, name in enumerate(self._action_names):
+        for name in self._action_names:
             for kind in ("commanded", "applied"):
                 self.rec.log(entity("joints", name, kind), rr.SeriesLines(names=f"{name} {kind}"), static=True)
         for key, names in self._vectors.items():
@@ -302,9 +308,16 @@ class LiveView:
             except queue.Empty:
                 pass
             items = [b for b in batch if b is not None]
-            if items or self._events:
-                self._log_batch(items)
-            if len(items) < len(batch):  # close()'s sentinel: everything before it is logged
+            if self.error is not None:
+                self.stats.dropped += len(items)
+            elif items or self._events:
+                try:
+                    self._log_batch(items)
+                except Exception as e:  # a view must never take the loop down: it goes blank
+                    self.error = f"{type(e).__name__}: {e}"
+                    self.stats.dropped += len(items)
+                    log.warning("Rerun view stopped logging (%s); the robot runs on", self.error)
+            if len(items) < len(batch):  # close()'s sentinel: everything before it is handled
                 return
 
     def _series(self, columns: dict, path: str, tick: int, t: float, value: float) -> None:

@@ -3,6 +3,7 @@
 
 import json
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -214,8 +215,6 @@ def test_live_view_logs_joints_latency_and_safety_events(tmp_path, serve, rerun)
 def test_live_view_drops_when_full_and_never_waits(tmp_path, serve, rerun):
     """A view that cannot keep up (a queue of 2 against a tight loop) drops states rather than
     making the loop wait; what it kept is all in the recording."""
-    import time
-
     from tether.launch.rerun_view import LiveView, open_recording
     from tether.robot.client import RobotClient
     from tether.robot.drivers.pointmass import PointMassRobot
@@ -234,6 +233,24 @@ def test_live_view_drops_when_full_and_never_waits(tmp_path, serve, rerun):
     assert stats.offered == 3000 and stats.dropped > 0 and stats.logged + stats.dropped == 3000
     assert np.median(costs) < 1e-4  # a put on a queue, not a log call (~0.2 ms each)
     assert len(read_rrd(rrd)["/joints/vx/commanded"]["tick"]) == stats.logged
+
+
+def test_a_state_the_view_cannot_log_stops_the_view_not_the_loop(tmp_path, serve, rerun, caplog):
+    from tether.launch.rerun_view import LiveView, open_recording
+    from tether.robot.client import RobotClient
+    from tether.robot.drivers.pointmass import PointMassRobot
+
+    with serve(PointMassRobot(rate_hz=100.0)) as server, RobotClient(server.address) as client:
+        view = LiveView(open_recording("test", tmp_path / "bad.rrd"), client.spec, flush_s=0.01)
+        state = client.latest_state()
+        view.observe({**state, "timing": None})  # not a state message of the protocol
+        deadline = time.monotonic() + 10
+        while view.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert view.observe(client.latest_state())  # still queues, never raises
+        stats = view.close(timeout_s=5)
+    assert "AttributeError" in view.error and "Rerun view stopped logging" in caplog.text
+    assert stats.logged == 0 and stats.dropped == stats.offered == 2
 
 
 def test_live_view_bad_input(tmp_path, rerun, cli_error, monkeypatch):
@@ -322,7 +339,6 @@ def test_eval_rerun_save_logs_policy_latency_per_step(tmp_path, serve, capsys, r
 def test_teleop_rerun_save_shows_the_operator_and_the_e_stop(serve, tmp_path, pipe_lines, rerun):
     import os
     import subprocess
-    import time
 
     from tether.robot.drivers.pointmass import PointMassRobot
 

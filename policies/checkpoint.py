@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from tether.policies.beso import Beso
-from tether.policies.configs import BesoConfig
+from tether.policies.configs import BesoConfig, ObservationConfig
 from tether.policies.data import Normalizer
 from tether.policies.gcbc import Gcbc
+from tether.policies.visuomotor import VisuomotorPolicy
 from tether.robot.spec import RobotSpec
 
 KINDS: dict[str, type[nn.Module]] = {"beso": Beso, "gcbc": Gcbc}
@@ -32,22 +33,35 @@ class TrainedPolicy:
 
 
 def save_policy(
-    path: Path, model: Beso | Gcbc, normalizer: Normalizer, tasks: list[str], spec: RobotSpec,
+    path: Path, model: Beso | Gcbc | VisuomotorPolicy, normalizer: Normalizer, tasks: list[str], spec: RobotSpec,
     goal_dims: tuple[int, ...] | None = None,
 ) -> Path:
     """Write ``model`` (pass the EMA weights) with its normalizer, tasks, robot spec and goal
-    encoding, atomically."""
+    encoding, atomically. A visuomotor policy also keeps what it reads (``ObservationConfig``,
+    its cameras and their frame shapes, the goal camera)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = model.net
+    dims = {
+        "obs_dim": net.obs_emb.in_features,
+        "action_dim": net.action_emb.in_features,
+        "goal_dim": net.goal_emb.in_features,
+    }
+    visuomotor = None
+    if isinstance(model, VisuomotorPolicy):
+        dims["obs_dim"] = model.state_dim
+        visuomotor = {
+            "observation": asdict(model.obs_cfg),
+            "camera_shapes": {k: list(v) for k, v in model.encoder.camera_shapes.items()},
+            "goal_camera": model.goal_camera,
+            "task_embeddings_shape": list(model.task_embeddings.shape),
+        }
     payload = {
-        "kind": next(k for k, cls in KINDS.items() if isinstance(model, cls)),
+        "kind": model.kind if isinstance(model, VisuomotorPolicy) else
+        next(k for k, cls in KINDS.items() if isinstance(model, cls)),
         "config": asdict(model.cfg),
-        "dims": {
-            "obs_dim": net.obs_emb.in_features,
-            "action_dim": net.action_emb.in_features,
-            "goal_dim": net.goal_emb.in_features,
-        },
+        "dims": dims,
+        "visuomotor": visuomotor,
         "normalizer": normalizer.to_dict(),
         "tasks": list(tasks),
         "spec": spec.to_dict(),
@@ -71,6 +85,24 @@ def checkpoint_kind(path: Path) -> str | None:
     return payload.get("kind") if isinstance(payload, dict) else None
 
 
+def build_policy(kind: str, cfg: BesoConfig, dims: dict, visuomotor: dict | None) -> nn.Module:
+    """A freshly initialized BESO/GCBC (``visuomotor`` None) or ``VisuomotorPolicy`` with the
+    sizes a checkpoint records (the arguments ``save_policy`` writes)."""
+    if visuomotor is None:
+        return KINDS[kind](cfg, **dims)
+    obs = dict(visuomotor["observation"])
+    for key in ("state_dims", "cameras", "channels"):
+        if obs.get(key) is not None:
+            obs[key] = tuple(obs[key])
+    # weights come from the checkpoint: never fetch pre-trained ones again on load
+    obs["weights"] = None
+    return VisuomotorPolicy(
+        kind, cfg, ObservationConfig(**obs), dims["obs_dim"], dims["action_dim"], dims["goal_dim"],
+        {k: tuple(v) for k, v in visuomotor["camera_shapes"].items()}, visuomotor["goal_camera"],
+        torch.zeros(*visuomotor["task_embeddings_shape"]),
+    )
+
+
 def load_policy(path: Path) -> TrainedPolicy:
     """Inverse of ``save_policy``.
 
@@ -82,7 +114,7 @@ def load_policy(path: Path) -> TrainedPolicy:
     kind = payload.get("kind") if isinstance(payload, dict) else None
     if kind not in KINDS:
         raise ValueError(f"{path} is not a tether BESO or GCBC checkpoint (kind {kind!r})")
-    model = KINDS[kind](BesoConfig(**payload["config"]), **payload["dims"])
+    model = build_policy(kind, BesoConfig(**payload["config"]), payload["dims"], payload.get("visuomotor"))
     model.load_state_dict(payload["state_dict"])
     goal_dims = payload.get("goal_dims")
     return TrainedPolicy(

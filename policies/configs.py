@@ -52,9 +52,13 @@ class GoalConfig:
     (Play-LMP: windows of 32 to 64 frames at 30 Hz), uniformly or, with ``gamma``, geometrically
     (OGBench's ``actor_geom_sample``); at run time the goal comes from the robot's
     ``observation.goal`` (the same layout as ``observation.state``).
+    ``language``: the episode's task string embedded by open_clip's text tower
+    (``ObservationConfig.clip_model``; BESO on CALVIN, Reuss et al. 2023; MDT, Reuss et al. 2024).
+    ``image``: the episode's last frame of ``image_camera`` (a goal image), encoded by the
+    policy's own image encoder; at run time ``tether eval --goal-image FILE``.
     """
 
-    kind: Literal["task", "hindsight"] = "task"
+    kind: Literal["task", "hindsight", "language", "image"] = "task"
     min_offset_s: float = 1.0
     """Hindsight: nearest goal (s ahead of the frame)."""
     max_offset_s: float = 2.0
@@ -66,6 +70,53 @@ class GoalConfig:
     dims: tuple[int, ...] = ()
     """Hindsight: the ``observation.state`` elements a goal specifies (e.g. the objects' poses,
     not the arm's); default all."""
+    image_camera: str | None = None
+    """Image goals: the camera of the goal frame; default the policy's first camera."""
+    text_weights: str | None = None
+    """Language goals: open_clip pretrained tag or local checkpoint of the text tower; None:
+    random weights (the task strings still get distinct embeddings; what tests use)."""
+
+
+@dataclass
+class ObservationConfig:
+    """What a sequence policy (BESO, GCBC) reads of each observation: elements of
+    ``observation.state`` and, for a visuomotor policy, camera frames through an image encoder
+    (``tether.policies.image_encoders``; the recipe of Diffusion Policy, Chi et al., RSS 2023:
+    ResNet-18 with GroupNorm per camera, random crop of ~90% in training, centre crop at run time).
+    """
+
+    state_dims: tuple[int, ...] | None = None
+    """Elements of ``observation.state`` the policy reads (None: all). E.g. MetaWorld's arm
+    (hand xyz and gripper, now and one frame before: 0 1 2 3 18 19 20 21) leaves the objects to
+    the cameras, as a real robot has no object state."""
+    cameras: tuple[str, ...] = ()
+    """Camera features to read, e.g. ``observation.images.corner`` (a bare name such as ``corner``
+    means ``observation.images.corner``); empty: a state-only policy."""
+    encoder: Literal["cnn", "resnet18", "clip"] = "cnn"
+    """cnn: a small convolutional encoder (fast on a CPU); resnet18: torchvision's ResNet-18 with
+    GroupNorm (Diffusion Policy); clip: open_clip's image tower (``clip_model``)."""
+    shared_encoder: bool = False
+    """One encoder for every camera instead of one per camera."""
+    image_size: int | None = None
+    """Frames are resized (bilinear, in the graph) to image_size x image_size first; None: the
+    camera's size (the clip encoder always resizes to its tower's input size)."""
+    crop: float = 0.9
+    """Side of the crop as a share of the (resized) frame: random in training, centred at run time
+    (and in the exported graph); 1: no crop."""
+    color_jitter: float = 0.0
+    """Training only: brightness and contrast scaled by a factor in [1 - j, 1 + j] per frame."""
+    feature_dim: int = 64
+    """Features per camera (the encoder's output, after a linear projection and LayerNorm)."""
+    channels: tuple[int, ...] = (32, 64, 64, 64)
+    """cnn: channels of its 3x3 stride-2 convolutions."""
+    weights: str | None = None
+    """resnet18: a local state-dict file, or ``imagenet`` (torchvision's IMAGENET1K_V1, fetched by
+    torchvision once); clip: an open_clip pretrained tag or a local checkpoint file. None: random
+    initialization."""
+    clip_model: str = "ViT-S-32"
+    """open_clip architecture of the clip encoder and of language goals' text tower."""
+    freeze_encoder: bool = False
+    """Keep the image encoder's pre-trained weights fixed (its projection still trains)."""
 
 
 @dataclass

@@ -264,7 +264,9 @@ def export_policy(
     images = tuple(getattr(model, "image_keys", ()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    proto = onnx_program(graph, tuple(example), names, outputs)
+    # a visuomotor graph takes its cameras' frames as *frames
+    varargs = len(model.image_keys) if isinstance(model, VisuomotorPolicy) else 0
+    proto = onnx_program(graph, tuple(example), names, outputs, varargs)
     policy_spec = RobotSpec(
         spec.robot_type,
         spec.control_rate_hz,
@@ -289,10 +291,14 @@ def _goal_input_dim(model: nn.Module, normalizer: Normalizer, tasks, goal_dims) 
     return len(tasks) if goal_dims is None else normalizer.obs_mean.shape[0]
 
 
-def onnx_program(graph: nn.Module, example: tuple, names: list[str], outputs: list[str]):
+def onnx_program(graph: nn.Module, example: tuple, names: list[str], outputs: list[str], varargs: int = 0):
     """``graph`` traced by torch.export and converted to an ONNX ``ModelProto`` (opset ``OPSET``),
-    every input's first dimension a dynamic batch (1..4096)."""
+    every input's first dimension a dynamic batch (1..4096). The last ``varargs`` inputs are the
+    graph's variable positional ones (``*frames``)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
+    # positional, as names may be feature keys; torch.export wants *args as one nested tuple
+    fixed = len(example) - varargs
+    dynamic = tuple({0: batch} for _ in range(fixed)) + ((tuple({0: batch} for _ in range(varargs)),) if varargs else ())
     # The exporter logs every op library it does not find (torchvision, ...): not our concern.
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
@@ -305,7 +311,7 @@ def onnx_program(graph: nn.Module, example: tuple, names: list[str], outputs: li
                 example,
                 input_names=names,
                 output_names=outputs,
-                dynamic_shapes=tuple({0: batch} for _ in names),  # positional: names may be feature keys
+                dynamic_shapes=dynamic,
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,

@@ -5,7 +5,9 @@ and the chunk's, H = action horizon), which of those actions lie outside the epi
 left out of the loss), and a goal: the one-hot of the episode's task, or a later observation of
 the same episode (hindsight goal relabelling for play data: Lynch et al., "Learning Latent Plans
 from Play", CoRL 2019; the windows follow LeRobot's ``delta_timestamps``). Frames come from
-``tether.policies.sampling.TrainingDataset``.
+``tether.policies.sampling.TrainingDataset``; camera frames (visuomotor policies) from its
+decoded-video cache (``tether.robot.dataset.cache.VideoCache``), so training never waits on video
+decoding after the first pass.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tether.policies.configs import GoalConfig
+from tether.policies.configs import GoalConfig, ObservationConfig
 from tether.policies.data import Normalizer
 from tether.policies.sampling import GoalSampler, TrainingDataset
 
@@ -31,6 +33,9 @@ class SequenceData:
         goal: the goal settings; goal_dims: for hindsight goals, the state elements used.
         tasks: the dataset's task strings (task goals index them).
         window, horizon: T and H.
+        cameras: camera keys a visuomotor policy reads (empty: state only), camera_shapes: their
+            frame shapes (H, W, 3); goal_camera: the camera of image goals (else None);
+        task_embeddings: language goals: float32 [tasks, E] (else None).
     """
 
     data: TrainingDataset
@@ -40,29 +45,59 @@ class SequenceData:
     tasks: list[str]
     window: int
     horizon: int
+    cameras: tuple[str, ...] = ()
+    camera_shapes: dict | None = None
+    goal_camera: str | None = None
+    task_embeddings: np.ndarray | None = None
 
     @classmethod
-    def from_dataset(cls, root: Path | str, window: int, horizon: int, goal: GoalConfig) -> SequenceData:
-        """Read ``observation.state`` and ``action`` of every frame of the dataset at ``root``.
+    def from_dataset(cls, root: Path | str, window: int, horizon: int, goal: GoalConfig,
+                     observation: ObservationConfig | None = None,
+                     cache_dir: Path | str | None = None) -> SequenceData:
+        """Read ``observation.state`` and ``action`` of every frame of the dataset at ``root``
+        (and open the decoded-video cache of the cameras ``observation`` reads).
 
         Raises:
-            tether.robot.dataset.DatasetError: not a readable dataset.
-            ValueError: hindsight offsets out of order, gamma outside (0, 1), or goal dims
-                outside the state.
+            tether.robot.dataset.DatasetError: not a readable dataset; a camera the dataset lacks
+                (naming ``--obs.cameras`` and the dataset's cameras); language goals on a dataset
+                with an empty task string.
+            ValueError: hindsight offsets out of order, gamma outside (0, 1), goal dims outside
+                the state, an image goal without a camera.
         """
-        from tether.robot.dataset import Dataset
+        from tether.robot.dataset import Dataset, DatasetError
+        from tether.policies.visuomotor import camera_key
 
+        observation = observation or ObservationConfig()
         ds = Dataset(root)
+        cameras = tuple(camera_key(c) for c in observation.cameras)
+        missing = [c for c in cameras if c not in ds.video_keys]
+        if missing:
+            raise DatasetError(f"--obs.cameras: {root} has no camera {', '.join(missing)} (its cameras: "
+                               f"{', '.join(ds.video_keys) or 'none'})")
+        goal_camera = None
+        if goal.kind == "image":
+            if not cameras:
+                raise ValueError("--goal.kind image encodes the goal frame with the policy's image "
+                                 "encoder: give --obs.cameras")
+            goal_camera = camera_key(goal.image_camera) if goal.image_camera else cameras[0]
+            if goal_camera not in cameras:
+                raise ValueError(f"--goal.image-camera {goal_camera} is not one of --obs.cameras {list(cameras)}")
         dt = 1.0 / ds.fps
+        obs_offsets = [k * dt for k in range(-(window - 1), 1)]
         delta = {
-            "observation.state": [k * dt for k in range(-(window - 1), 1)],
+            "observation.state": obs_offsets,
             "action": [k * dt for k in range(-(window - 1), horizon)],
+            **{c: obs_offsets for c in cameras},
         }
-        sampler = None
+        sampler, goal_keys = None, ("observation.state",)
         if goal.kind == "hindsight":
             lo, hi = round(goal.min_offset_s * ds.fps), round(goal.max_offset_s * ds.fps)
             sampler = GoalSampler(min_offset=max(1, lo), max_offset=max(1, lo, hi), gamma=goal.gamma)
-        data = TrainingDataset(ds, ["observation.state", "action"], delta, sampler)
+        elif goal.kind == "image":
+            # a demonstration's goal image is its last frame: an offset past every episode's end
+            sampler, goal_keys = GoalSampler(min_offset=10**9, max_offset=10**9), (goal_camera,)
+        data = TrainingDataset(ds, ["observation.state", "action", *cameras], delta, sampler,
+                               goal_keys=goal_keys, cache=cache_dir)
         obs, actions = data.columns["observation.state"], data.columns["action"]
         state_dim = obs.shape[1]
         goal_dims = None
@@ -71,7 +106,17 @@ class SequenceData:
             if min(goal_dims) < 0 or max(goal_dims) >= state_dim:
                 raise ValueError(f"goal dims {goal_dims} outside observation.state ({state_dim} elements)")
         normalizer = Normalizer.fit(obs.astype(np.float32), actions.astype(np.float32))
-        return cls(data, normalizer, goal, goal_dims, list(ds.tasks), window, horizon)
+        embeddings = None
+        if goal.kind == "language":
+            from tether.policies.language_goals import LanguageGoalError, text_embeddings
+
+            try:
+                embeddings = text_embeddings(list(ds.tasks), observation.clip_model, goal.text_weights)
+            except LanguageGoalError as e:
+                raise DatasetError(f"--goal.kind language: {root}'s task strings are the goals, and {e}") from None
+        shapes = {c: tuple(ds.features[c]["shape"]) for c in cameras}
+        return cls(data, normalizer, goal, goal_dims, list(ds.tasks), window, horizon, cameras,
+                   shapes, goal_camera, embeddings)
 
     @property
     def obs_dim(self) -> int:
@@ -83,12 +128,18 @@ class SequenceData:
 
     @property
     def goal_dim(self) -> int:
-        """G: the number of tasks, or of goal state elements."""
+        """G: the number of tasks, of goal state elements, or of a language embedding (image
+        goals: 0, the policy encodes them)."""
+        if self.task_embeddings is not None:
+            return self.task_embeddings.shape[1]
+        if self.goal_camera is not None:
+            return 0
         return len(self.tasks) if self.goal_dims is None else len(self.goal_dims)
 
     def batch(self, rows: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Normalized tensors for the frames at ``rows`` [B]: ``obs`` [B,T,S], ``actions`` [B,L,A]
-        (L = T + H - 1), ``action_pad`` bool [B,L], ``goal`` [B,G]."""
+        (L = T + H - 1), ``action_pad`` bool [B,L], ``goal`` [B,G] (image goals: ``goal_image``
+        uint8 [B,H,W,3]); with cameras, ``frames``: camera key -> uint8 [B,T,H,W,3]."""
         s = self.data.get(rows, rng)
         n = self.normalizer
         out = {
@@ -96,7 +147,13 @@ class SequenceData:
             "actions": torch.from_numpy(n.action(s["action"]).astype(np.float32)),
             "action_pad": torch.from_numpy(s["action_is_pad"]),
         }
-        if self.goal_dims is None:
+        if self.cameras:
+            out["frames"] = {c: torch.from_numpy(s[c]) for c in self.cameras}
+        if self.goal_camera is not None:
+            out["goal_image"] = torch.from_numpy(s[f"goal.{self.goal_camera}"])
+        elif self.task_embeddings is not None:
+            out["goal"] = torch.from_numpy(self.task_embeddings[s["task_index"]])
+        elif self.goal_dims is None:
             out["goal"] = torch.eye(len(self.tasks))[torch.from_numpy(s["task_index"])]
         else:
             dims = list(self.goal_dims)

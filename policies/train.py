@@ -196,7 +196,7 @@ def train(
     for step in range(start, cfg.steps):
         batch = sample_batch(step)
         if device.type != "cpu":
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = {k: _to_device(v, device) for k, v in batch.items()}
         loss = compute_loss(**batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
@@ -244,6 +244,13 @@ def train(
             json.dumps({"steps": result.steps, "losses": result.losses, "world_size": world})
         )
     return result
+
+
+def _to_device(value, device: torch.device):
+    """A batch entry on ``device``: a tensor, or a dict of them (a visuomotor policy's frames)."""
+    if isinstance(value, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in value.items()}
+    return value.to(device, non_blocking=True)
 
 
 def plot_learning_curve(result: TrainResult, path: Path) -> None:

@@ -22,6 +22,12 @@ class PolicyLoadError(ValueError):
     """The file is not a tether ONNX policy (missing or malformed metadata)."""
 
 
+GOAL_KINDS = ("task_one_hot", "observation", "text_embedding", "image")
+"""How a policy's goal is given: a task's one-hot, the robot's ``observation.goal``, a language
+embedding (of a training task, or any text through ``tether.policies.language_goals``), or a
+goal image (``goal_image`` input)."""
+
+
 def check_metadata(meta: object, spec: RobotSpec) -> None:
     """Check a policy's ``tether.policy`` metadata (see ``tether.policies.export``) against its spec.
 
@@ -45,9 +51,18 @@ def check_metadata(meta: object, spec: RobotSpec) -> None:
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
         raise ValueError(f"goal.tasks is {tasks!r}, not a list of task names")
     kind = goal.get("kind", "task_one_hot")
-    if kind not in ("task_one_hot", "observation"):
-        raise ValueError(f"goal.kind is {kind!r}, not task_one_hot or observation")
-    if kind == "task_one_hot" and not tasks:
+    if kind not in GOAL_KINDS:
+        raise ValueError(f"goal.kind is {kind!r}, not one of {', '.join(GOAL_KINDS)}")
+    if kind == "text_embedding":
+        emb = goal.get("embeddings")
+        if (not isinstance(emb, list) or len(emb) != len(tasks)
+                or not all(isinstance(e, list) and e and len(e) == len(emb[0]) for e in emb)):
+            raise ValueError("goal.embeddings is not one embedding (a list of numbers) per task")
+    if kind == "image":
+        shape = goal.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)):
+            raise ValueError(f"goal.shape is {shape!r}, not a frame shape [H, W, 3]")
+    if kind in ("task_one_hot", "text_embedding") and not tasks:
         raise ValueError("goal.tasks is empty: a task-goal policy needs the tasks it was trained on")
     if kind == "observation" and goal.get("key") not in spec.observation:
         raise ValueError(f"goal.key is {goal.get('key')!r}, not an observation of the policy's spec")
@@ -119,10 +134,20 @@ class PolicyRunner:
         self._rng = np.random.default_rng(seed)
         self.deterministic = deterministic
         self._history: deque[np.ndarray] = deque(maxlen=self.window)
-        # Task goals are a one-hot set at reset; observation goals come with every observation.
+        # visuomotor sequence policies read a window of frames per camera, like the state
+        self._image_window = bool(self.meta.get("image_window", False))
+        self._frames: dict[str, deque[np.ndarray]] = {k: deque(maxlen=self.window) for k in self._images}
+        # Task goals (a one-hot or a language embedding) and goal images are set at reset;
+        # observation goals come with every observation.
         goal = self.meta["goal"]
-        self._goal_key = goal.get("key") if goal.get("kind") == "observation" else None
-        self._goal = np.zeros((1, len(self.tasks)), dtype=np.float32)
+        self.goal_kind: str = goal.get("kind", "task_one_hot")
+        self._goal_key = goal.get("key") if self.goal_kind == "observation" else None
+        self._embeddings = (np.asarray(goal["embeddings"], np.float32) if self.goal_kind == "text_embedding"
+                            else None)
+        self._goal_shape = tuple(goal["shape"]) if self.goal_kind == "image" else None
+        goal_dim = len(self.tasks) if self._embeddings is None else self._embeddings.shape[1]
+        self._goal = (np.zeros((1, *self._goal_shape), np.uint8) if self._goal_shape
+                      else np.zeros((1, goal_dim), dtype=np.float32))
         self._check_graph(path)
 
     def _check_graph(self, path: Path) -> None:
@@ -134,12 +159,17 @@ class PolicyRunner:
                 differs from the metadata's.
         """
         goal_dim = (self.spec.observation[self._goal_key].shape[0] if self._goal_key is not None
-                    else len(self.tasks))
+                    else self._goal.shape[1])
+        goal_what = {"observation": "goal observation", "text_embedding": "language embedding"}.get(
+            self.goal_kind, "task one-hot")
+        window = (self.window,) if self._image_window else ()
         expected = {
             "obs": ("observation window [B, window, state]", (None, self.window, self._obs_feature.shape[0])),
-            "goal": (f"goal [B, {'goal observation' if self._goal_key else 'task one-hot'}]", (None, goal_dim)),
+            **({"goal_image": ("goal image [B, H, W, 3]", (None, *self._goal_shape))} if self._goal_shape else
+               {"goal": (f"goal [B, {goal_what}]", (None, goal_dim))}),
             "noise": ("sampler noise [B, noise_length, action]", (None, self._noise_length, self.action_dim)),
-            **{k: (f"camera {k} [B, H, W, C]", (None, *self.spec.observation[k].shape)) for k in self._images},
+            **{k: (f"camera {k} [B, {'window, ' if window else ''}H, W, C]",
+                   (None, *window, *self.spec.observation[k].shape)) for k in self._images},
         }
         for node in self.session.get_inputs():
             if node.name not in expected:
@@ -183,21 +213,47 @@ class PolicyRunner:
         """The goal is read from each observation (``observation.goal``), not set per task."""
         return self._goal_key is not None
 
-    def reset(self, task: str | None = None, seed: int | list[int] | None = None) -> None:
+    def reset(self, task: str | None = None, seed: int | list[int] | None = None,
+              goal_image: np.ndarray | None = None, goal_embedding: np.ndarray | None = None) -> None:
         """Start an episode (clears the observation history); ``task`` sets a task goal;
         ``seed`` reseeds the sampler noise, so the episode does not depend on the ones before it.
+        A goal-image policy takes ``goal_image`` uint8 [H, W, 3]; a language-goal policy takes
+        ``task`` (one of its training tasks) or ``goal_embedding`` float [E] (any instruction,
+        embedded by ``tether.policies.language_goals.text_embeddings`` where torch is installed).
 
         Raises:
-            ValueError: a task-goal policy was not trained on ``task``.
+            ValueError: a task-goal policy was not trained on ``task``; a goal image or
+                embedding missing, of the wrong shape or dtype, or not finite (one line, with the
+                expected shape).
         """
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        if self._goal_key is None:
+        if self.goal_kind == "image":
+            if goal_image is None:
+                raise ValueError(f"the policy is conditioned on a goal image {list(self._goal_shape)} "
+                                 "(uint8 RGB): give one (tether eval --goal-image FILE)")
+            image = np.asarray(goal_image)
+            if image.shape != self._goal_shape or image.dtype != np.uint8:
+                raise ValueError(f"goal image has shape {list(image.shape)} {image.dtype}, but the policy "
+                                 f"takes {list(self._goal_shape)} uint8 (its goal camera's frames)")
+            self._goal[0] = image
+        elif goal_embedding is not None and self.goal_kind == "text_embedding":
+            e = np.asarray(goal_embedding, np.float32).reshape(-1)
+            if e.shape[0] != self._goal.shape[1] or not np.isfinite(e).all():
+                raise ValueError(f"goal embedding has {e.shape[0]} values (finite: {bool(np.isfinite(e).all())}), "
+                                 f"but the policy takes {self._goal.shape[1]} finite values")
+            self._goal[0] = e
+        elif self._goal_key is None:
             if task not in self.tasks:
                 raise ValueError(f"the policy knows tasks {self.tasks}, not {task!r}")
-            self._goal[:] = 0
-            self._goal[0, self.tasks.index(task)] = 1
+            if self._embeddings is not None:
+                self._goal[0] = self._embeddings[self.tasks.index(task)]
+            else:
+                self._goal[:] = 0
+                self._goal[0, self.tasks.index(task)] = 1
         self._history.clear()
+        for frames in self._frames.values():
+            frames.clear()
 
     def observe(self, observation: dict[str, np.ndarray]) -> None:
         """Add an observation to the policy's history without acting: the ticks on which the
@@ -207,10 +263,20 @@ class PolicyRunner:
             SpecError: the state's shape/dtype does not fit, or it holds NaN/inf.
         """
         state = self._obs_feature.validate("observation.state", observation["observation.state"])
-        if not self._history:
+        first = not self._history
+        if first:
             self._history.extend([state] * self.window)  # pad the window with the first frame
         else:
             self._history.append(state)
+        if self._image_window:
+            for key, frames in self._frames.items():
+                frame = self._frame(key, observation)
+                frames.extend([frame] * (self.window if first else 1))
+
+    def _frame(self, key: str, observation: dict[str, np.ndarray]) -> np.ndarray:
+        if key not in observation:
+            raise SpecError(f"the policy reads {key}, which the observation lacks")
+        return self.spec.observation[key].validate(key, observation[key])
 
     def _run(self, observation: dict[str, np.ndarray], deterministic: bool = False) -> dict[str, np.ndarray]:
         self.observe(observation)
@@ -221,14 +287,13 @@ class PolicyRunner:
                                 "observation lacks (a robot that publishes goals is needed)")
             feature = self.spec.observation[self._goal_key]
             goal = feature.validate(self._goal_key, observation[self._goal_key])[None]
-        feed = {"obs": np.stack(self._history)[None], "goal": goal}
+        feed = {"obs": np.stack(self._history)[None], "goal_image" if self._goal_shape else "goal": goal}
         if self.noise_shape is not None:  # a diffusion sampler's or a stochastic policy's noise
             feed["noise"] = (np.zeros(self.noise_shape, np.float32) if deterministic or self.deterministic
                              else self._rng.standard_normal(self.noise_shape, dtype=np.float32))
         for key in self._images:
-            if key not in observation:
-                raise SpecError(f"the policy reads {key}, which the observation lacks")
-            feed[key] = self.spec.observation[key].validate(key, observation[key])[None]
+            feed[key] = (np.stack(self._frames[key])[None] if self._image_window
+                         else self._frame(key, observation)[None])
         return dict(zip(self._outputs, self.session.run(self._outputs, feed)))
 
     def act(self, observation: dict[str, np.ndarray], deterministic: bool = False) -> np.ndarray:

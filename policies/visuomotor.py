@@ -1,0 +1,167 @@
+"""Visuomotor sequence policies: BESO or GCBC reading camera frames and proprioception.
+
+An :class:`ObservationEncoder` turns each observation of the window into one observation token
+of the causal transformer: the selected elements of the (normalized) ``observation.state``
+concatenated with the features of every camera's frame (one image encoder per camera, or one
+shared: ``tether.policies.image_encoders``). This is Diffusion Policy's observation encoding
+(Chi et al., RSS 2023: per-camera ResNet-18 features concatenated with low-dimensional state) in
+front of BESO's transformer (Reuss et al., RSS 2023); GCBC gets the same encoder, so the two
+policies still differ only in their objective.
+
+Goals: a task one-hot, a goal observation, a language embedding (``language_goals``), or a goal
+image, which the policy encodes with its own encoder of the goal camera (BESO's image goals on
+CALVIN).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tether.policies.beso import Beso
+from tether.policies.configs import BesoConfig, ObservationConfig
+from tether.policies.gcbc import Gcbc
+from tether.policies.image_encoders import build_image_encoder
+
+
+def camera_key(name: str) -> str:
+    """``corner`` -> ``observation.images.corner``; a full feature key is returned as is."""
+    return name if name.startswith("observation.") else f"observation.images.{name}"
+
+
+def state_dims(cfg: ObservationConfig, state_dim: int) -> tuple[int, ...]:
+    """The ``observation.state`` elements the policy reads.
+
+    Raises:
+        ValueError: a dim outside the state, a repeated dim, or an empty selection.
+    """
+    dims = tuple(range(state_dim)) if cfg.state_dims is None else tuple(cfg.state_dims)
+    bad = [d for d in dims if not 0 <= d < state_dim]
+    if bad:
+        raise ValueError(f"--obs.state-dims {bad} lie outside observation.state ({state_dim} elements)")
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"--obs.state-dims {list(dims)} repeats an element")
+    if not dims and not cfg.cameras:
+        raise ValueError("--obs.state-dims selects nothing and no --obs.cameras are read: the policy would be blind")
+    return dims
+
+
+class ObservationEncoder(nn.Module):
+    """Observation tokens from a window of states and camera frames.
+
+    Args:
+        cfg: what to read and how to encode frames.
+        state_dim: S, the size of ``observation.state``.
+        camera_shapes: camera key -> frame shape (H, W, 3), in the order the policy reads them.
+
+    ``forward(state [B,T,S] normalized, frames [B,T,H,W,3] uint8 per camera, in order) ->
+    [B,T,D]`` with D = ``out_dim`` = len(state dims) + cameras x ``cfg.feature_dim``.
+
+    Raises:
+        ValueError: bad state dims; a shared encoder over cameras of different sizes.
+    """
+
+    def __init__(self, cfg: ObservationConfig, state_dim: int, camera_shapes: dict[str, tuple[int, ...]]):
+        super().__init__()
+        self.cfg = cfg
+        dims = state_dims(cfg, state_dim)
+        self.register_buffer("state_dims", torch.as_tensor(dims, dtype=torch.long))
+        self.cameras = list(camera_shapes)
+        self.camera_shapes = {k: tuple(v) for k, v in camera_shapes.items()}
+        sizes = {tuple(s[:2]) for s in camera_shapes.values()}
+        if cfg.shared_encoder and len(sizes) > 1:
+            raise ValueError(f"--obs.shared-encoder needs cameras of one size, got {self.camera_shapes}")
+        if cfg.shared_encoder and self.cameras:
+            shared = build_image_encoder(cfg, next(iter(sizes)))
+            self.encoders = nn.ModuleList([shared])
+        else:
+            self.encoders = nn.ModuleList(build_image_encoder(cfg, tuple(s[:2])) for s in camera_shapes.values())
+        self.out_dim = len(dims) + len(self.cameras) * cfg.feature_dim
+
+    def encode_frames(self, camera: int, frames: torch.Tensor) -> torch.Tensor:
+        """Features [N, F] of camera number ``camera``'s frames uint8 [N, H, W, 3]."""
+        return self.encoders[0 if self.cfg.shared_encoder else camera](frames)
+
+    def forward(self, state: torch.Tensor, frames: list[torch.Tensor]) -> torch.Tensor:
+        b, t = state.shape[:2]
+        parts = [state.index_select(2, self.state_dims)]
+        for i, f in enumerate(frames):
+            parts.append(self.encode_frames(i, f.reshape(b * t, *f.shape[2:])).view(b, t, -1))
+        return torch.cat(parts, dim=-1)
+
+
+class VisuomotorPolicy(nn.Module):
+    """BESO or GCBC over :class:`ObservationEncoder` tokens.
+
+    Args:
+        kind: ``beso`` or ``gcbc``.
+        cfg: BESO's settings (window T, action horizon H, network size, sampler).
+        obs_cfg: what the policy reads.
+        state_dim, action_dim: S, A.
+        goal_dim: G of a task one-hot, goal observation or language embedding; ignored for image
+            goals, whose features are the encoder's (``obs_cfg.feature_dim``).
+        camera_shapes: camera key -> (H, W, 3).
+        goal_camera: for image goals, the camera whose encoder encodes the goal frame.
+        task_embeddings: language goals: float [tasks, E] embeddings of the training tasks (kept
+            with the weights so the export can hand them to the robot).
+
+    Methods take ``frames``: a dict camera key -> uint8 [B,T,H,W,3], and for image goals
+    ``goal_image`` uint8 [B,H,W,3] in place of ``goal``.
+    """
+
+    def __init__(self, kind: str, cfg: BesoConfig, obs_cfg: ObservationConfig, state_dim: int,
+                 action_dim: int, goal_dim: int, camera_shapes: dict[str, tuple[int, ...]],
+                 goal_camera: str | None = None, task_embeddings: torch.Tensor | None = None):
+        super().__init__()
+        if kind not in ("beso", "gcbc"):
+            raise ValueError(f"a visuomotor policy is beso or gcbc, not {kind!r}")
+        self.kind = kind
+        self.cfg = cfg
+        self.obs_cfg = obs_cfg
+        self.encoder = ObservationEncoder(obs_cfg, state_dim, camera_shapes)
+        self.goal_camera = goal_camera
+        if goal_camera is not None:
+            if goal_camera not in camera_shapes:
+                raise ValueError(f"goal camera {goal_camera} is not one of the policy's cameras "
+                                 f"{list(camera_shapes)} (--goal.image-camera)")
+            goal_dim = obs_cfg.feature_dim
+        self.register_buffer("task_embeddings", task_embeddings if task_embeddings is not None else torch.zeros(0, 0))
+        self.policy = (Beso if kind == "beso" else Gcbc)(cfg, self.encoder.out_dim, action_dim, goal_dim)
+        self.action_dim = action_dim
+        self.length = self.policy.length
+        self.state_dim = state_dim
+
+    @property
+    def net(self):
+        """The transformer (its embeddings give the token sizes)."""
+        return self.policy.net
+
+    @property
+    def image_keys(self) -> list[str]:
+        return self.encoder.cameras
+
+    def encode(self, obs: torch.Tensor, frames: dict[str, torch.Tensor] | list[torch.Tensor],
+               goal: torch.Tensor | None, goal_image: torch.Tensor | None):
+        """(tokens [B,T,D], goal [B,G]) from a normalized state window, frames and the goal."""
+        ordered = [frames[k] for k in self.encoder.cameras] if isinstance(frames, dict) else list(frames)
+        tokens = self.encoder(obs, ordered)
+        if self.goal_camera is not None:
+            goal = self.encoder.encode_frames(self.encoder.cameras.index(self.goal_camera), goal_image)
+        return tokens, goal
+
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor, frames: dict[str, torch.Tensor],
+             goal: torch.Tensor | None = None, goal_image: torch.Tensor | None = None,
+             generator: torch.Generator | None = None, action_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """The BESO or GCBC loss (see those classes) on encoded observations: obs [B,T,S]
+        normalized, actions [B,L,A] normalized, frames per camera uint8 [B,T,H,W,3]."""
+        tokens, goal = self.encode(obs, frames, goal, goal_image)
+        return self.policy.loss(tokens, actions, goal, generator, action_pad)
+
+    def act(self, obs: torch.Tensor, frames, goal: torch.Tensor | None, goal_image: torch.Tensor | None,
+            noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalized actions [B,L,A]: BESO's sampler from ``noise`` [B,K*L,A], or GCBC's regression.
+        The frames are encoded once, before the denoising steps."""
+        tokens, goal = self.encode(obs, frames, goal, goal_image)
+        if self.kind == "beso":
+            return self.policy.sample(tokens, goal, noise)
+        return self.policy(tokens, goal)

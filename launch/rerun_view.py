@@ -253,7 +253,13 @@ class LiveView:
         self._vectors = {k: element_names(f.names, k, int(np.prod(f.shape)))
                          for k, f in spec.observation.items() if not f.is_image}
         self._cameras = [k for k, f in spec.observation.items() if f.is_image]
-        self._paths: dict[tuple[str, int], str] = {}
+        # entity paths made once: escaping them per value would cost more than logging
+        self._commanded = [entity("joints", n, "commanded") for n in self._action_names]
+        self._applied = [entity("joints", n, "applied") for n in self._action_names]
+        self._measured = {k: [entity("joints", n, "measured") if k == "observation.state" else entity(k, n)
+                              for n in names] for k, names in self._vectors.items()}
+        self._camera_paths = {k: entity("cameras", k) for k in self._cameras}
+        self._dropped_after_error = 0  # the drainer's count (stats.dropped is the loop's)
         self._log_names()
         self._thread = threading.Thread(target=self._drain, name="tether-rerun-view", daemon=True)
         self._thread.start()
@@ -287,14 +293,13 @@ class LiveView:
     # ------------------------------------------------------------------------- drainer thread
     def _log_names(self) -> None:
         rr = self._rr
-        for name in self._action_names:
-            for kind in ("commanded", "applied"):
-                self.rec.log(entity("joints", name, kind), rr.SeriesLines(names=f"{name} {kind}"), static=True)
+        for name, commanded, applied in zip(self._action_names, self._commanded, self._applied):
+            self.rec.log(commanded, rr.SeriesLines(names=f"{name} commanded"), static=True)
+            self.rec.log(applied, rr.SeriesLines(names=f"{name} applied"), static=True)
         for key, names in self._vectors.items():
-            for name in names:
-                path = entity("joints", name, "measured") if key == "observation.state" else entity(key, name)
-                self.rec.log(path, rr.SeriesLines(names=f"{name} measured" if key == "observation.state"
-                                                  else name), static=True)
+            for name, path in zip(names, self._measured[key]):
+                label = f"{name} measured" if key == "observation.state" else name
+                self.rec.log(path, rr.SeriesLines(names=label), static=True)
 
     def _drain(self) -> None:
         while True:
@@ -309,13 +314,13 @@ class LiveView:
                 pass
             items = [b for b in batch if b is not None]
             if self.error is not None:
-                self.stats.dropped += len(items)
+                self._dropped_after_error += len(items)
             elif items or self._events:
                 try:
                     self._log_batch(items)
                 except Exception as e:  # a view must never take the loop down: it goes blank
                     self.error = f"{type(e).__name__}: {e}"
-                    self.stats.dropped += len(items)
+                    self._dropped_after_error += len(items)
                     log.warning("Rerun view stopped logging (%s); the robot runs on", self.error)
             if len(items) < len(batch):  # close()'s sentinel: everything before it is handled
                 return
@@ -342,17 +347,16 @@ class LiveView:
             self._last_episode, self._last_done = state["episode"], bool(state["done"])
             add = lambda path, value: self._series(columns, path, tick, t, value)  # noqa: E731
             if commanded is not None:
-                for name, v in zip(self._action_names, commanded):
-                    add(entity("joints", name, "commanded"), float(v))
+                for path, v in zip(self._commanded, commanded):
+                    add(path, float(v))
             if state["action"] is not None:
-                for name, v in zip(self._action_names, np.asarray(state["action"], np.float64).reshape(-1)):
-                    add(entity("joints", name, "applied"), float(v))
+                for path, v in zip(self._applied, np.asarray(state["action"], np.float64).reshape(-1)):
+                    add(path, float(v))
             obs = state["observation"]
-            for key, names in self._vectors.items():
+            for key, paths in self._measured.items():
                 if key in obs:
-                    for name, v in zip(names, np.asarray(obs[key], np.float64).reshape(-1)):
-                        add(entity("joints", name, "measured") if key == "observation.state"
-                            else entity(key, name), float(v))
+                    for path, v in zip(paths, np.asarray(obs[key], np.float64).reshape(-1)):
+                        add(path, float(v))
             for key in self._cameras:
                 if key in obs:
                     ticks, times, frames = images.setdefault(key, ([], [], []))
@@ -387,7 +391,7 @@ class LiveView:
 
     def _log_images(self, key: str, ticks: list, times: list, frames: list) -> None:
         rr = self._rr
-        path = entity("cameras", key)
+        path = self._camera_paths[key]
         stack = np.stack([np.asarray(f, np.uint8) for f in frames])
         if key not in self._formats:  # one static format; each tick then sends its pixels only
             h, w = stack.shape[1:3]
@@ -420,6 +424,7 @@ class LiveView:
             self._queue.put(None, timeout=timeout_s)
             self._thread.join(timeout_s)
             self.rec.disconnect()
+            self.stats.dropped += self._dropped_after_error
         return self.stats
 
     def __enter__(self) -> LiveView:

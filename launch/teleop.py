@@ -140,6 +140,12 @@ def run_session(cmd: TeleopCommand, say=print) -> SessionResult:
         sim_task = cmd.sim_task or (spec.tasks[0] if spec.tasks else None)
         device = make_device(cmd.device, spec, cmd.teleop)
         view = live_view("teleop", spec, cmd.rerun, cmd.rerun_save)  # before anything moves
+        if view is not None:
+            tell = say
+
+            def say(msg: str) -> None:  # the operator's messages on the view's timeline too
+                tell(msg)
+                view.note(msg)
         if cmd.record is not None:
             cameras = open_cameras(cmd.cameras, cmd.camera_size, spec.control_rate_hz)
             dataset_spec = camera_features(spec, cameras)

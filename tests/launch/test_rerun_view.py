@@ -371,6 +371,7 @@ def test_teleop_rerun_save_shows_the_operator_and_the_e_stop(serve, tmp_path, pi
     texts = logged["/events"]["TextLog:text"]
     assert "operator: estop" in texts and "e-stop latched: the robot holds" in texts
     assert texts.index("operator: estop") < texts.index("e-stop latched: the robot holds")
+    assert any(text.startswith("E-STOP: the robot holds") for text in texts)  # teleop's message
     estop = logged["/safety/estop"]["Scalars:scalars"]
     assert estop[0] == 0.0 and estop[-1] == 1.0
 
@@ -395,3 +396,17 @@ def test_bench_loop_runs_with_and_without_the_view(tmp_path, rerun):
     logged = read_rrd(tmp_path / "view_200_view.rrd")
     assert len(logged["/link/period_ms"]["tick"]) == stats["logged"]
     assert len(logged["/policy/latency_ms"]["tick"]) > 100
+
+
+def test_the_robot_side_and_the_verbs_import_no_rerun():
+    """Rerun is imported when a view is asked for, never by importing the robot side or a verb."""
+    import subprocess
+
+    code = ("import sys\n"
+            "import tether.robot.server, tether.robot.client, tether.robot.recorder, tether.robot.dataset\n"
+            "import tether.launch.cli, tether.launch.teleop, tether.launch.collect, tether.launch.eval\n"
+            "import tether.launch.dataset, tether.launch.bench_loop, tether.launch.rerun_view\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('rerun', 'rerun_bindings'))\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

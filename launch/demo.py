@@ -18,14 +18,24 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from tether.launch import processes
 from tether.launch.collect import CollectConfig, collect
 from tether.launch.report import write_report
-from tether.policies.configs import BesoConfig, TrainConfig
+from tether.policies.configs import BesoConfig, GoalConfig, ObservationConfig, TrainConfig
 from tether.sim.metaworld import DEFAULT_TASKS
 
 EVAL_SEED = 1_000_000  # collection uses seeds 0.., evaluation 1_000_000..
+
+ARM_DIMS = (0, 1, 2, 3, 18, 19, 20, 21)
+"""MetaWorld's proprioception: hand xyz and gripper opening, now and one frame before (no object
+or goal state: what a real arm knows of itself)."""
+
+IMAGE_OBS = ObservationConfig(cameras=("corner",), state_dims=ARM_DIMS, image_size=64, channels=(32, 64, 64),
+                              feature_dim=64)
+"""The visuomotor demo policy's inputs: the corner camera, shrunk to 64 px in the graph (a 2x2
+average: 2-core training speed), random 90% crops, and the arm's proprioception."""
 
 
 class OutputExistsError(FileExistsError):
@@ -59,7 +69,16 @@ class DemoCommand:
     max_episode_steps: int = 200
     """Episode limit in control ticks (12.5 ms each); the experts finish in under 150."""
     image_size: int = 128
-    """Simulated camera resolution (recorded as video; the policy uses the state)."""
+    """Simulated camera resolution (recorded as video; the state policy does not read it)."""
+    obs: Literal["state", "image"] = "state"
+    """What the policy reads: state (MetaWorld's full state, objects and goal included: privileged)
+    or image (the corner camera and the arm's proprioception only, as on a real robot:
+    ``IMAGE_OBS``)."""
+    goal: Literal["task", "language"] = "task"
+    """How the policy is told the task: a one-hot, or the task string's CLIP text embedding (random
+    text-tower weights unless --goal-text-weights names some)."""
+    goal_text_weights: str | None = None
+    """open_clip pretrained tag or checkpoint file of the text tower for --goal language."""
     # Software EGL renders the camera inside the server's tick (7-14 ms of the 12.5 ms period on 2
     # cores): one --quick policy scored 0.58 in real time (4559 of 9019 ticks held) and 0.83
     # lock-stepped (none held); CI's slower 2-core machine scored 0.08 in real time.
@@ -175,7 +194,10 @@ def run(cmd: DemoCommand) -> dict:
         # action) pair is enough, and measured better than two (reach-v3 0.95 vs 0.70).
         train_cmd = TrainCommand(
             out / "dataset", out=out / "train", beso=BesoConfig(window=1),
+            goal=GoalConfig(kind=cmd.goal, text_weights=cmd.goal_text_weights),
+            obs=IMAGE_OBS if cmd.obs == "image" else ObservationConfig(),
             optim=TrainConfig(steps=steps, batch_size=cmd.batch_size, ema_decay=cmd.ema_decay, seed=cmd.seed),
+            cache_dir=out / "cache",
         )
         checkpoint, _, _ = train_beso(
             train_cmd,
@@ -238,6 +260,8 @@ def run(cmd: DemoCommand) -> dict:
                        "held_ticks": evaluation["link"]["held_ticks"]},
         "videos": videos,
         "quick": cmd.quick,
+        "obs": cmd.obs,
+        "goal": cmd.goal,
     }
     return write_report(out, report, evaluation["latency_ms"]["samples"])
 

@@ -123,6 +123,12 @@ class EvalCommand:
     """The server's public key (.key), with --client-key."""
     progress_lines: bool = False
     """Print 'progress DONE TOTAL' lines instead of a progress bar (for a parent process)."""
+    goal_image: Path | None = None
+    """A goal-image policy's goal: an image file (PNG/JPEG, RGB after loading) of the goal
+    camera's exact frame size."""
+    goal_text: str | None = None
+    """A language-goal policy's instruction for every episode (embedded by the policy's CLIP text
+    tower; needs torch and open_clip on this computer); default: each task's own string."""
     rerun: bool = False
     """Live Rerun view (spawned viewer; pip install 'tether[rerun]'): cameras, commanded, applied
     and measured joints, policy latency, e-stop and watchdog events; fed from a queue, never from
@@ -177,11 +183,48 @@ def load_runner(cmd: EvalCommand, out: Path):
     if not 1 <= cmd.action_steps <= runner.action_horizon:
         raise UsageError(f"--action-steps {cmd.action_steps}: the policy predicts chunks of "
                          f"{runner.action_horizon} action(s), so 1 to {runner.action_horizon}")
+    fix_goal(cmd, runner)
     # a goal-observation policy is not tied to task names: the robot's goals say what to do
     unknown = [] if runner.goal_conditioned_on_observations else [t for t in cmd.tasks if t not in runner.tasks]
     if unknown:
         raise UsageError(f"--tasks {' '.join(unknown)}: the policy knows only {' '.join(runner.tasks)}")
     return runner, path, checkpoint
+
+
+def fix_goal(cmd: EvalCommand, runner) -> None:
+    """Hand ``--goal-image`` / ``--goal-text`` to the runner (``PolicyRunner.fix_goal``).
+
+    Raises:
+        UsageError: an unreadable image, an empty text, a goal of the wrong shape or kind for
+            the policy (one line naming the setting).
+    """
+    if cmd.goal_image is None and cmd.goal_text is None:
+        if runner.goal_kind == "image":
+            raise UsageError(f"the policy is conditioned on a goal image {list(runner.goal_image_shape)}: "
+                             "give --goal-image FILE")
+        return
+    image = embedding = None
+    if cmd.goal_image is not None:
+        import cv2
+
+        bgr = cv2.imread(str(cmd.goal_image), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise UsageError(f"--goal-image {cmd.goal_image}: not an image file OpenCV can read")
+        image = np.ascontiguousarray(bgr[:, :, ::-1])
+    if cmd.goal_text is not None:
+        from tether.policies.language_goals import LanguageGoalError, text_embeddings
+
+        if runner.goal_kind != "text_embedding":
+            raise UsageError(f"--goal-text: the policy's goal is a {runner.goal_kind.replace('_', ' ')}, "
+                             "not a language goal")
+        try:
+            embedding = text_embeddings([cmd.goal_text], runner.meta["goal"].get("clip_model", "ViT-S-32"))[0]
+        except LanguageGoalError as e:
+            raise UsageError(f"--goal-text: {e}") from None
+    try:
+        runner.fix_goal(image, embedding)
+    except ValueError as e:
+        raise UsageError(f"--goal-{'image' if image is not None else 'text'}: {e}") from None
 
 
 def eval_tasks(cmd: EvalCommand, runner, robot_spec) -> list[str]:

@@ -189,6 +189,7 @@ class SimSetup:
     chunk_blend: Literal["latest", "ensemble"] = "latest"  # see tether.robot.chunks
     chunk_ensemble_m: float = 0.01
     deterministic: bool = False  # zero sampler noise
+    fixed_goal: dict | None = None  # --goal-image / --goal-text (PolicyRunner.fix_goal's arguments)
 
 
 def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str | None,
@@ -242,6 +243,8 @@ def _get(setup: SimSetup, camera: str | None):
 
     if "runner" not in _worker:
         _worker["runner"] = PolicyRunner(setup.onnx, deterministic=setup.deterministic)
+        if setup.fixed_goal:
+            _worker["runner"].fix_goal(**setup.fixed_goal)
     runner = _worker["runner"]
     key = ("env", camera)
     if key not in _worker:
@@ -295,7 +298,8 @@ def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
         raise UsageError(f"--camera {cmd.camera}: the {cmd.sim} simulator has no cameras")
     tasks = list(cmd.tasks or runner.tasks)
     setup = SimSetup(cmd.sim, str(onnx_path), tuple(tasks), cmd.max_episode_steps, cmd.image_size,
-                     cmd.action_steps, cmd.chunk_blend, cmd.chunk_ensemble_m, cmd.deterministic)
+                     cmd.action_steps, cmd.chunk_blend, cmd.chunk_ensemble_m, cmd.deterministic,
+                     runner.fixed_goal or None)
     # Check the policy against the simulated robot here, before any worker starts.
     _worker["runner"] = runner
     _, env = _get(setup, None)

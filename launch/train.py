@@ -4,6 +4,8 @@
 
     tether train DATASET --out runs/beso                      # BESO (goal-conditioned diffusion)
     tether train DATASET --algo gcbc                          # GCBC baseline, BESO's network
+    tether train DATASET --obs.cameras corner --obs.state-dims 0 1 2 3   # from pixels + proprioception
+    tether train DATASET --obs.cameras corner --goal.kind language       # CLIP language goals
     tether train PLAY --goal.kind hindsight --beso.action-horizon 4   # play data, chunks
     tether train DATASET --algo iql --reward reward.vlm       # IQL on a relabelled reward
     tether train DATASET --algo iql --reward next.reward      # IQL on the recorded reward
@@ -25,7 +27,7 @@ from typing import Callable, Literal
 
 import tyro
 
-from tether.policies.configs import BesoConfig, CalQlConfig, GciqlConfig, GoalConfig, IqlConfig, TrainConfig
+from tether.policies.configs import BesoConfig, CalQlConfig, GciqlConfig, GoalConfig, IqlConfig, ObservationConfig, TrainConfig
 
 
 @dataclass
@@ -50,7 +52,10 @@ class TrainCommand:
     beso: BesoConfig = field(default_factory=BesoConfig)
     """BESO's settings; GCBC uses its network settings (window, action horizon, size)."""
     goal: GoalConfig = field(default_factory=GoalConfig)
-    """BESO/GCBC goals: task one-hot, or hindsight (a later state of the episode: play data)."""
+    """BESO/GCBC goals: task one-hot, hindsight (a later state of the episode: play data),
+    language (CLIP text of the task) or image (the episode's last frame)."""
+    obs: ObservationConfig = field(default_factory=ObservationConfig)
+    """BESO/GCBC inputs: which state elements, which cameras and their image encoder."""
     iql: IqlConfig = field(default_factory=IqlConfig)
     """IQL and BC settings (BC uses the actor's: hidden, actor, encoder, camera, channels); Cal-QL
     reads its data settings here (reward, reward-normalization, reward-shift, terminal)."""
@@ -73,7 +78,7 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
     Raises:
         tether.robot.dataset.DatasetError: the dataset cannot be read, or has no robot spec
             (tether needs one to export).
-        ValueError: bad goal dims.
+        ValueError: bad goal or state dims, an image goal without a camera.
     """
     import torch
 
@@ -87,8 +92,24 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
     if spec is None:
         raise DatasetError(f"{cmd.dataset} carries no tether robot spec in meta/info.json: a "
                            "policy needs one to be checked against a robot (record with tether)")
-    data = SequenceData.from_dataset(cmd.dataset, cmd.beso.window, cmd.beso.action_horizon, cmd.goal)
-    model = KINDS[cmd.algo](cmd.beso, data.obs_dim, data.action_dim, data.goal_dim)
+    from tether.launch import UsageError
+
+    try:  # bad settings: one line naming the setting, before any training step
+        data = SequenceData.from_dataset(cmd.dataset, cmd.beso.window, cmd.beso.action_horizon, cmd.goal,
+                                         cmd.obs, cmd.cache_dir)
+        if visuomotor(cmd):
+            from tether.policies.visuomotor import VisuomotorPolicy
+
+            embeddings = None if data.task_embeddings is None else torch.from_numpy(data.task_embeddings)
+            model = VisuomotorPolicy(cmd.algo, cmd.beso, cmd.obs, data.obs_dim, data.action_dim, data.goal_dim,
+                                     data.camera_shapes, data.goal_camera, embeddings)
+        else:
+            model = KINDS[cmd.algo](cmd.beso, data.obs_dim, data.action_dim, data.goal_dim)
+    except (ValueError, ImportError) as e:
+        if isinstance(e, DatasetError):
+            raise
+        raise UsageError(str(e)) from None
+    data.data.warm()  # decode every camera episode once, before the first step
     cmd.out.mkdir(parents=True, exist_ok=True)
     (cmd.out / "config.json").write_text(json.dumps(asdict(cmd), indent=2, default=str))
 
@@ -109,6 +130,12 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
     if distributed_rank()[0] == 0:  # under torchrun, one process writes
         save(path, result.ema)
     return path, result, len(data.data)
+
+
+def visuomotor(cmd: TrainCommand) -> bool:
+    """BESO/GCBC through an observation encoder: cameras, a state selection, or goals that need
+    one (language, image)."""
+    return bool(cmd.obs.cameras) or cmd.obs.state_dims is not None or cmd.goal.kind in ("language", "image")
 
 
 def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | None = None):

@@ -145,6 +145,7 @@ class PolicyRunner:
         self._embeddings = (np.asarray(goal["embeddings"], np.float32) if self.goal_kind == "text_embedding"
                             else None)
         self._goal_shape = tuple(goal["shape"]) if self.goal_kind == "image" else None
+        self._fixed_goal: dict[str, np.ndarray | None] = {}
         goal_dim = len(self.tasks) if self._embeddings is None else self._embeddings.shape[1]
         self._goal = (np.zeros((1, *self._goal_shape), np.uint8) if self._goal_shape
                       else np.zeros((1, goal_dim), dtype=np.float32))
@@ -228,6 +229,8 @@ class PolicyRunner:
         """
         if seed is not None:
             self._rng = np.random.default_rng(seed)
+        goal_image = self._fixed_goal.get("goal_image") if goal_image is None else goal_image
+        goal_embedding = self._fixed_goal.get("goal_embedding") if goal_embedding is None else goal_embedding
         if self.goal_kind == "image":
             if goal_image is None:
                 raise ValueError(f"the policy is conditioned on a goal image {list(self._goal_shape)} "
@@ -254,6 +257,31 @@ class PolicyRunner:
         self._history.clear()
         for frames in self._frames.values():
             frames.clear()
+
+    @property
+    def fixed_goal(self) -> dict[str, np.ndarray | None]:
+        """The goal ``fix_goal`` gave (its keyword arguments), or {}."""
+        return dict(self._fixed_goal)
+
+    @property
+    def goal_image_shape(self) -> tuple[int, ...] | None:
+        """(H, W, 3) of a goal-image policy's goal, else None."""
+        return self._goal_shape
+
+    def fix_goal(self, goal_image: np.ndarray | None = None, goal_embedding: np.ndarray | None = None) -> None:
+        """Give every later episode this goal image or language embedding (``tether eval
+        --goal-image / --goal-text``) unless ``reset`` is given its own.
+
+        Raises:
+            ValueError: a goal this policy does not take (a goal image for a policy without image
+                goals, an embedding for one without language goals), or one ``reset`` refuses.
+        """
+        if goal_image is not None and self.goal_kind != "image":
+            raise ValueError(f"the policy's goal is a {self.goal_kind.replace('_', ' ')}, not a goal image")
+        if goal_embedding is not None and self.goal_kind != "text_embedding":
+            raise ValueError(f"the policy's goal is a {self.goal_kind.replace('_', ' ')}, not a language goal")
+        self._fixed_goal = {"goal_image": goal_image, "goal_embedding": goal_embedding}
+        self.reset(self.tasks[0] if self.tasks else None)  # checks it now, before any episode
 
     def observe(self, observation: dict[str, np.ndarray]) -> None:
         """Add an observation to the policy's history without acting: the ticks on which the

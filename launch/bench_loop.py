@@ -93,7 +93,7 @@ def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: f
     cycle periods and policy steps themselves in ``_periods_s`` and ``_steps_s``) and
     ``held_ticks``: ticks the server applied no command on (the client was late). ``view``: a
     ``LiveView`` offered every state (with the action and its inference time after the send)."""
-    periods, latencies, inference, stamps = [], [], [], []
+    periods, latencies, inference, stamps, observe = [], [], [], [], []
     held = 0
     end = time.perf_counter() + seconds
     client.latest_state()
@@ -107,7 +107,9 @@ def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: f
         held += timing["command_age_s"] is None
         if client.pending():
             if view is not None:
+                t0 = time.perf_counter()
                 view.observe(state)
+                observe.append(time.perf_counter() - t0)
             continue  # act on the newest state only
         if state["done"]:
             client.reset("reach-origin", int(state["seq"]))
@@ -117,7 +119,9 @@ def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: f
         inference.append(time.perf_counter() - t0)
         client.send_action(action, state["seq"])
         if view is not None:  # after the send, as in tether eval
+            t0 = time.perf_counter()
             view.observe(state, action, inference[-1])
+            observe.append(time.perf_counter() - t0)
     (t_first, seq_first), (t_last, seq_last) = stamps[0], stamps[-1]
     period = percentiles_us(periods)
     return {
@@ -128,6 +132,8 @@ def run_phase(client: RobotClient, act: Callable[[dict], np.ndarray], seconds: f
         "inference_us": percentiles_us(inference),
         "ticks": len(periods),
         "held_ticks": held,
+        # the view's whole cost in the loop's thread: a put on its queue (None without a view)
+        "view_observe_us": percentiles_us(observe) if view is not None else None,
         "_periods_s": periods,
         "_steps_s": latencies,
     }
@@ -308,7 +314,8 @@ def print_result(result: dict) -> None:
             f"{r['cycle_period_us']['p50']:.0f} us p99 {r['cycle_period_us']['p99']:.0f} us, jitter "
             f"{r['jitter_us']:.0f} us, overruns {100 * r['overrun_fraction']:.3f}%, held ticks "
             f"{r['held_ticks']}/{r['ticks']}"
-            + (f" (view: {r['view']['logged']} states logged, {r['view']['dropped']} dropped)" if r["view"] else "")
+            + (f" (view: {r['view']['logged']} states logged, {r['view']['dropped']} dropped, observe p50 "
+               f"{r['view_observe_us']['p50']:.1f} us p99 {r['view_observe_us']['p99']:.1f} us)" if r["view"] else "")
             + "; policy step p50 "
             f"{r['policy_step_us']['p50']:.0f} us p99 {r['policy_step_us']['p99']:.0f} us (transport p99 "
             f"{r['baselines']['transport']['policy_step_us']['p99']:.0f} us, inference p99 "

@@ -391,6 +391,8 @@ def test_bench_loop_runs_with_and_without_the_view(tmp_path, rerun):
     assert without["view"] is None and with_view["view"] is not None
     for r in (without, with_view):
         assert r["ticks"] > 200 and 0 <= r["held_ticks"] <= r["ticks"]
+    assert without["view_observe_us"] is None
+    assert 0 < with_view["view_observe_us"]["p50"] < 1000 and with_view["view_observe_us"]["n"] > 200
     stats = with_view["view"]
     assert stats["logged"] > 0 and stats["logged"] + stats["dropped"] == stats["offered"]
     logged = read_rrd(tmp_path / "view_200_view.rrd")

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def test_bench_loop_reports_every_figure_per_rate_under_a_fuzzer(tmp_path):
     proc = subprocess.run(
@@ -68,3 +70,14 @@ def test_bench_policy_times_onnxruntime_and_torch_on_the_same_inputs(capsys, one
     for backend in ("onnxruntime_ms", "torch_eager_ms"):
         assert result[backend]["n"] == 20 and 0 < result[backend]["p50"] <= result[backend]["p99"]
     assert "policy.pt or one of" in cli_error("bench", "policy", "--policy", "nope.pt")
+
+
+@pytest.mark.slow
+def test_bench_policy_visuomotor_preset_feeds_two_cameras(capsys, one_thread):
+    from tether.launch.cli import main
+
+    main(["bench", "policy", "--policy", "beso-image", "--actions", "10", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "beso" and result["cameras"] == {
+        "observation.images.corner": [128, 128, 3], "observation.images.wrist": [128, 128, 3]}
+    assert "le_10ms_per_action_with_cameras" in result["checks"]

@@ -11,6 +11,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -286,3 +287,56 @@ def fake_vlm():
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# A dataset whose actions need the camera: a point mass steers to a target that only the frames
+# show (a bright square on a dark image); observation.state holds the mass's position alone.
+TARGET_TASKS = ("reach the target", "stay still")
+
+
+def draw_target(target: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [size, size, 3]: a 4-pixel white square at ``target`` in [-1, 1]^2."""
+    img = np.zeros((size, size, 3), np.uint8)
+    c = np.clip(((target + 1) / 2 * (size - 4)).astype(int), 0, size - 4)
+    img[c[1] : c[1] + 4, c[0] : c[0] + 4] = 255
+    return img
+
+
+def target_dataset(root, episodes: int = 16, length: int = 20, seed: int = 0, sizes=((32, 32), (24, 32)),
+                   rate_hz: float = 10.0):
+    """Write the dataset to ``root`` (cameras ``observation.images.cam0``.. of the ``sizes`` (H, W)).
+    Episodes alternate between the tasks: "reach the target" moves toward it, "stay still" does
+    not move. Returns ``root``."""
+    from tether.robot.dataset import DatasetWriter
+    from tether.robot.spec import Feature, RobotSpec
+
+    cams = {f"observation.images.cam{i}": Feature("uint8", (h, w, 3), unit="pixel") for i, (h, w) in enumerate(sizes)}
+    spec = RobotSpec("target-mass", rate_hz, {"observation.state": Feature("float32", (2,)), **cams},
+                     Feature("float32", (2,), low=(-1.0, -1.0), high=(1.0, 1.0)), tasks=TARGET_TASKS)
+    writer = DatasetWriter(root, spec, fps=rate_hz)
+    rng = np.random.default_rng(seed)
+    for e in range(episodes):
+        task = TARGET_TASKS[e % 2]
+        target = rng.uniform(-0.8, 0.8, 2)
+        pos = rng.uniform(-0.8, 0.8, 2)
+        states, actions = [], []
+        for _ in range(length):
+            states.append(pos.copy())
+            a = np.clip(2 * (target - pos), -1, 1) if task == TARGET_TASKS[0] else np.zeros(2)
+            actions.append(a)
+            pos = pos + a / rate_hz
+        frames = {"observation.state": np.array(states, np.float32), "action": np.array(actions, np.float32)}
+        for i, (key, f) in enumerate(cams.items()):
+            frame = draw_target(target, f.shape[1])[: f.shape[0]]
+            frames[key] = np.repeat(frame[None], length, 0)
+        writer.add_episode(frames, task)
+    return root
+
+
+@pytest.fixture(scope="session")
+def target_data():
+    """The camera-only target dataset: ``.write(root, ...)`` (:func:`target_dataset`), ``.tasks``,
+    ``.draw(target, size)``."""
+    import types
+
+    return types.SimpleNamespace(write=target_dataset, tasks=TARGET_TASKS, draw=draw_target)

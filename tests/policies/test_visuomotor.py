@@ -1,6 +1,6 @@
 """Visuomotor BESO/GCBC: image encoders, training from camera datasets, goals, ONNX export and the
-runner feeding frames. The data: a point mass steers to a target that only the frames show (a
-bright square on a dark image); ``observation.state`` holds the mass's position alone."""
+runner feeding frames. The data (``conftest.target_dataset``): a point mass steers to a target that
+only the frames show; ``observation.state`` holds the mass's position alone."""
 
 from __future__ import annotations
 
@@ -19,55 +19,13 @@ from tether.robot.dataset import Dataset, DatasetError
 from tether.robot.runner import PolicyRunner
 from tether.robot.spec import SpecError
 
-TASKS = ("reach the target", "stay still")
-
-
-def draw(target: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [size, size, 3]: a 4-pixel white square at ``target`` in [-1, 1]^2."""
-    img = np.zeros((size, size, 3), np.uint8)
-    c = np.clip(((target + 1) / 2 * (size - 4)).astype(int), 0, size - 4)
-    img[c[1] : c[1] + 4, c[0] : c[0] + 4] = 255
-    return img
-
-
-def target_dataset(root, episodes: int = 16, length: int = 20, seed: int = 0, sizes=((32, 32), (24, 32)),
-                   rate_hz: float = 10.0):
-    """Write the dataset to ``root`` (cameras ``observation.images.cam0``.. of the ``sizes`` (H, W)).
-    Episodes alternate between the tasks: "reach the target" moves toward it, "stay still" does
-    not move. Returns ``root``."""
-    from tether.robot.dataset import DatasetWriter
-    from tether.robot.spec import Feature, RobotSpec
-
-    cams = {f"observation.images.cam{i}": Feature("uint8", (h, w, 3), unit="pixel") for i, (h, w) in enumerate(sizes)}
-    spec = RobotSpec("target-mass", rate_hz, {"observation.state": Feature("float32", (2,)), **cams},
-                     Feature("float32", (2,), low=(-1.0, -1.0), high=(1.0, 1.0)), tasks=TASKS)
-    writer = DatasetWriter(root, spec, fps=rate_hz)
-    rng = np.random.default_rng(seed)
-    for e in range(episodes):
-        task = TASKS[e % 2]
-        target = rng.uniform(-0.8, 0.8, 2)
-        pos = rng.uniform(-0.8, 0.8, 2)
-        states, actions = [], []
-        for _ in range(length):
-            states.append(pos.copy())
-            a = np.clip(2 * (target - pos), -1, 1) if task == TASKS[0] else np.zeros(2)
-            actions.append(a)
-            pos = pos + a / rate_hz
-        frames = {"observation.state": np.array(states, np.float32), "action": np.array(actions, np.float32)}
-        for i, (key, f) in enumerate(cams.items()):
-            frame = draw(target, f.shape[1])[: f.shape[0]]
-            frames[key] = np.repeat(frame[None], length, 0)
-        writer.add_episode(frames, task)
-    return root
-
-
 SMALL = BesoConfig(window=2, action_horizon=3, d_model=32, n_layers=1, n_heads=2)
 OBS = ObservationConfig(cameras=("cam0", "cam1"), channels=(8, 16), feature_dim=16)
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return target_dataset(tmp_path_factory.mktemp("vm") / "ds")
+def dataset(tmp_path_factory, target_data):
+    return target_data.write(tmp_path_factory.mktemp("vm") / "ds")
 
 
 def build(data: SequenceData, kind: str = "beso", obs: ObservationConfig = OBS, cfg: BesoConfig = SMALL):
@@ -123,7 +81,7 @@ def test_batches_hold_frame_windows_and_goal_images(dataset, tmp_path):
 
 @pytest.mark.parametrize("kind,goal", [("beso", "task"), pytest.param("gcbc", "task", marks=pytest.mark.slow),
                                        pytest.param("beso", "language", marks=pytest.mark.slow), ("gcbc", "image")])
-def test_export_parity_and_the_runner_feeds_frames(dataset, tmp_path, kind, goal, one_thread):
+def test_export_parity_and_the_runner_feeds_frames(dataset, tmp_path, kind, goal, one_thread, target_data):
     data = SequenceData.from_dataset(dataset, 2, 3, GoalConfig(kind=goal), OBS, cache_dir=tmp_path / "cache")
     model = build(data, kind).eval()
     spec = Dataset(dataset).spec
@@ -132,15 +90,18 @@ def test_export_parity_and_the_runner_feeds_frames(dataset, tmp_path, kind, goal
 
     runner = PolicyRunner(path)
     assert runner.meta["image_window"] and runner.meta["images"] == list(data.cameras)
-    target = np.array([0.3, -0.2])
+    target, draw = np.array([0.3, -0.2]), target_data.draw
     obs = {"observation.state": np.zeros(2, np.float32),
            "observation.images.cam0": draw(target, 32), "observation.images.cam1": draw(target, 32)[:24]}
     if goal == "image":
-        with pytest.raises(ValueError, match=r"goal image has shape \[32, 32, 3\] uint8, but the policy takes \[32, 32, 3\]|goal image"):
-            runner.reset(goal_image=np.zeros((24, 24, 3), np.uint8))
+        with pytest.raises(ValueError, match=r"conditioned on a goal image \[32, 32, 3\]"):
+            runner.reset()
+        with pytest.raises(ValueError, match=r"goal image has shape \[24, 32, 3\] uint8, but the policy takes "
+                                             r"\[32, 32, 3\] uint8"):
+            runner.reset(goal_image=np.zeros((24, 32, 3), np.uint8))
         runner.reset(goal_image=obs["observation.images.cam0"])
     else:
-        runner.reset(TASKS[0])
+        runner.reset(target_data.tasks[0])
     action = runner.act(obs)
     assert action.shape == (2,) and np.isfinite(action).all()
     # the runner's window equals the graph's on the same inputs
@@ -150,18 +111,6 @@ def test_export_parity_and_the_runner_feeds_frames(dataset, tmp_path, kind, goal
     missing = {k: v for k, v in obs.items() if k != "observation.images.cam0"}
     with pytest.raises(SpecError, match="reads observation.images.cam0, which the observation lacks"):
         runner.act(missing)
-
-
-def test_a_goal_image_of_the_wrong_shape_is_refused(dataset, tmp_path, one_thread):
-    data = SequenceData.from_dataset(dataset, 2, 1, GoalConfig(kind="image"), OBS, cache_dir=tmp_path / "cache")
-    path = export_policy(build(data, "gcbc").eval(), data.normalizer, Dataset(dataset).spec, data.tasks,
-                         tmp_path / "p.onnx")
-    runner = PolicyRunner(path)
-    with pytest.raises(ValueError, match=r"goal image has shape \[24, 32, 3\] uint8, but the policy takes "
-                                         r"\[32, 32, 3\] uint8"):
-        runner.reset(goal_image=np.zeros((24, 32, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"conditioned on a goal image \[32, 32, 3\]"):
-        runner.reset()
 
 
 def test_language_goals_take_any_embedding_and_refuse_empty_text(dataset, tmp_path, one_thread):

@@ -145,7 +145,7 @@ def test_collect_cube_single_writes_a_readable_dataset_with_video(tmp_path):
 
     with pytest.raises(UsageError, match="unknown OGBench env 'cube'"):
         ogbench_env(CollectConfig(dataset=None, env="ogbench:cube"))
-    with pytest.raises(UsageError, match="--env takes metaworld or ogbench:NAME"):
+    with pytest.raises(UsageError, match="--env takes metaworld, ogbench:NAME"):
         ogbench_env(CollectConfig(dataset=None, env="dmc:walker"))
 
     # The play data trains a goal-observation policy that tether eval runs on OGBench's goals.

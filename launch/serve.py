@@ -25,12 +25,12 @@ class ServeConfig:
 
     address: str = "tcp://127.0.0.1:5555"
     """Where to bind: tcp://HOST:PORT (state on PORT+1) or ipc://PATH."""
-    robot: Literal["metaworld", "arm", "ogbench", "ocbench", "pointmass", "dynamixel", "feetech"] = "metaworld"
+    robot: Literal["metaworld", "arm", "ogbench", "ocbench", "pointmass", "dynamixel", "feetech", "franka"] = "metaworld"
     """Driver: metaworld (simulated Sawyer, MetaWorld v3 tasks), arm (tether's simulated
     OpenMANIPULATOR-X: reach, push), ogbench (an OGBench UR5e scene, see --env), ocbench (an OCBench
     block env, see --env), pointmass (numpy,
-    for tests and link benchmarks), dynamixel (a DYNAMIXEL arm) or feetech (a Feetech STS arm: SO-100 /
-SO-101); the hardware drivers need --robot-config."""
+    for tests and link benchmarks), dynamixel (a DYNAMIXEL arm), feetech (a Feetech STS arm: SO-100 /
+SO-101) or franka (a Franka FR3 / Panda through franky); the hardware drivers need --robot-config."""
     env: str = "scene"
     """--robot ogbench only: the OGBench env (scene, cube-single); its tasks are task1..task5
     (evaluation goals) and play; --max-episode-steps sets the play episode length. --robot ocbench:
@@ -39,7 +39,8 @@ SO-101); the hardware drivers need --robot-config."""
     robot_config: Path | None = None
     """JSON file of the hardware driver's settings (for dynamixel / feetech: the fields of
     tether.robot.drivers.dynamixel.DynamixelConfig / feetech.FeetechConfig: port, ids, low, high,
-    home, calibration, ...)."""
+    home, calibration, ...; for franka: tether.robot.drivers.franka.FrankaConfig: host, action,
+    limits, home, max_episode_steps, ...)."""
     tasks: tuple[str, ...] = DEFAULT_TASKS
     """Tasks the simulated robot can be reset to (default for --robot arm: reach push)."""
     action_mode: Literal["ee_delta", "joint"] = "ee_delta"
@@ -85,11 +86,11 @@ SO-101); the hardware drivers need --robot-config."""
     the stand-in real robot) or a JSON file (tether.sim.randomization)."""
 
 
-HARDWARE = ("dynamixel", "feetech")
+HARDWARE = ("dynamixel", "feetech", "franka")
 
 
 def make_hardware_robot(kind: str, robot_config: Path | None, rate_hz: float | None = None, **overrides):
-    """A serial-bus servo arm driver (``kind``: dynamixel or feetech) from its JSON config file,
+    """A hardware arm driver (``kind``: dynamixel, feetech or franka) from its JSON config file,
     with ``rate_hz`` and ``overrides`` set over the file's fields.
 
     Raises:
@@ -97,10 +98,13 @@ def make_hardware_robot(kind: str, robot_config: Path | None, rate_hz: float | N
     """
     if kind == "dynamixel":
         from tether.robot.drivers.dynamixel import DynamixelArm as Arm, DynamixelConfig as Config
-    else:
+    elif kind == "feetech":
         from tether.robot.drivers.feetech import FeetechArm as Arm, FeetechConfig as Config
+    else:
+        from tether.robot.drivers.franka import FrankaArm as Arm, FrankaConfig as Config
     if robot_config is None:
-        raise UsageError(f"--robot {kind} needs --robot-config ARM.json (port, ids, limits, calibration)")
+        needs = "host, action, limits" if kind == "franka" else "port, ids, limits, calibration"
+        raise UsageError(f"--robot {kind} needs --robot-config ARM.json ({needs})")
     try:
         settings = json.loads(Path(robot_config).read_text())
         if not isinstance(settings, dict):
@@ -124,7 +128,7 @@ def make_robot(cfg: ServeConfig):
         robot = PointMassRobot(cfg.rate_hz or 100.0, cfg.max_episode_steps)
     elif cfg.robot in HARDWARE:
         robot = make_hardware_robot(cfg.robot, cfg.robot_config, cfg.rate_hz)
-        problem = robot.calibration_problem()
+        problem = robot.calibration_problem() if hasattr(robot, "calibration_problem") else None
         if problem is not None:  # refused before anything binds or moves
             raise robot.error(problem)
     elif cfg.robot == "arm":

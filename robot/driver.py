@@ -31,6 +31,15 @@ def check_reset_args(spec: RobotSpec, task: object, seed: object) -> None:
         raise ValueError(f"seed must be an integer in [0, {MAX_SEED}] or null, got {seed!r}")
 
 
+class RobotFault(Exception):
+    """The robot stopped itself and the episode cannot go on, but the robot can be recovered
+    without restarting the server (a Franka reflex: a collision, a joint limit, a
+    discontinuous command). Raised by a driver's ``act`` / ``hold`` / ``observe``; the robot
+    server then ends the episode (``done``), publishes ``fault: MESSAGE`` in that tick's
+    ``events`` and runs on; the driver's next ``reset`` recovers (or raises, and the reset is
+    refused with the reason). Any other driver exception stops the server."""
+
+
 @dataclass
 class Observation:
     """What a driver reports after a tick.

@@ -30,7 +30,7 @@ import zmq
 
 from tether.robot import protocol
 from tether.robot.chunks import ActionChunk, ChunkScheduler
-from tether.robot.driver import Observation, Robot, check_reset_args
+from tether.robot.driver import Observation, Robot, RobotFault, check_reset_args
 from tether.robot.realtime import freeze_gc
 from tether.robot.safety import SafetyFilter, SafetyViolation
 from tether.robot.security import InsecureBindError, ServerKeys, is_loopback
@@ -57,6 +57,7 @@ class ServerStats:
     episodes: int = 0
     watchdog_trips: int = 0
     estops: int = 0
+    faults: int = 0
     rejected: Counter = field(default_factory=Counter)
     clipped: Counter = field(default_factory=Counter)
 
@@ -422,16 +423,23 @@ class RobotServer:
             else:
                 action = self._chunks.action_at(now)
                 command = self._chunk_command if action is not None else None
-        if action is not None:
-            applied = self.safety.limit(action, self._last_applied, self._obs.values)
-            self.robot.act(applied)
-            self.stats.commands_applied += 1
-        else:
-            applied = self.robot.hold()
-            self.stats.holds += 1
-        if applied is not None:
-            self._last_applied = applied
-        self._obs = self.robot.observe()
+        try:
+            if action is not None:
+                applied = self.safety.limit(action, self._last_applied, self._obs.values)
+                self.robot.act(applied)
+                self.stats.commands_applied += 1
+            else:
+                applied = self.robot.hold()
+                self.stats.holds += 1
+            if applied is not None:
+                self._last_applied = applied
+            self._obs = self.robot.observe()
+        except RobotFault as e:  # the robot stopped itself: this episode ends, the server runs on
+            self.stats.faults += 1
+            self._events.append(f"fault: {e}")
+            log.error("robot fault, episode %d ends: %s", self._episode, e)
+            self._done = True
+            return None, None
         self._step += 1
         self._done = self._obs.done
         return applied, command

@@ -114,7 +114,9 @@ class FrankaPeer:
             self._proc.stdin.flush()
             line = self._proc.stdout.readline()
         if not line:
-            raise RuntimeError("franky-sim peer exited")
+            self._log.seek(0)
+            err = self._log.read().strip().splitlines()
+            raise RuntimeError("franky-sim peer exited: " + (err[-1] if err else "no output"))
         kind, value = json.loads(line)
         if kind != "ok":
             raise RuntimeError(f"franky-sim peer: {value}")
@@ -311,6 +313,7 @@ def _serve(initial_q) -> None:
             elif delay < -0.1:  # far behind (a loaded machine): do not try to catch up
                 deadline = time.perf_counter()
 
+    server.run_once(realtime=False)  # one step, so that the robot has a state before a client comes
     running.set()
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()

@@ -124,10 +124,10 @@ class EvalCommand:
     progress_lines: bool = False
     """Print 'progress DONE TOTAL' lines instead of a progress bar (for a parent process)."""
     goal_image: Path | None = None
-    """A goal-image policy's goal: an image file (PNG/JPEG, RGB after loading) of the goal
+    """A goal-image or multimodal-goal policy's goal: an image file (PNG/JPEG, RGB after loading) of the goal
     camera's exact frame size."""
     goal_text: str | None = None
-    """A language-goal policy's instruction for every episode (embedded by the policy's CLIP text
+    """A language-goal or multimodal-goal policy's instruction for every episode (embedded by its CLIP text
     tower; needs torch and open_clip on this computer); default: each task's own string."""
     rerun: bool = False
     """Live Rerun view (spawned viewer; pip install 'tether[rerun]'): cameras, commanded, applied
@@ -214,7 +214,9 @@ def fix_goal(cmd: EvalCommand, runner) -> None:
     if cmd.goal_text is not None:
         from tether.policies.language_goals import LanguageGoalError, text_embeddings
 
-        if runner.goal_kind != "text_embedding":
+        if cmd.goal_image is not None:
+            raise UsageError("--goal-image and --goal-text: give one goal, not both")
+        if runner.goal_kind not in ("text_embedding", "multimodal"):
             raise UsageError(f"--goal-text: the policy's goal is a {runner.goal_kind.replace('_', ' ')}, "
                              "not a language goal")
         try:

@@ -6,6 +6,7 @@
     tether train DATASET --algo gcbc                          # GCBC baseline, BESO's network
     tether train DATASET --obs.cameras corner --obs.state-dims 0 1 2 3   # from pixels + proprioception
     tether train DATASET --obs.cameras corner --goal.kind language       # CLIP language goals
+    tether train DATASET --obs.cameras corner --goal.kind multimodal     # image or language goals (MDT)
     tether train PLAY --goal.kind hindsight --beso.action-horizon 4   # play data, chunks
     tether train DATASET --algo iql --reward reward.vlm       # IQL on a relabelled reward
     tether train DATASET --algo iql --reward next.reward      # IQL on the recorded reward
@@ -53,7 +54,7 @@ class TrainCommand:
     """BESO's settings; GCBC uses its network settings (window, action horizon, size)."""
     goal: GoalConfig = field(default_factory=GoalConfig)
     """BESO/GCBC goals: task one-hot, hindsight (a later state of the episode: play data),
-    language (CLIP text of the task) or image (the episode's last frame)."""
+    language (CLIP text of the task), image (the episode's last frame) or multimodal (either, MDT)."""
     obs: ObservationConfig = field(default_factory=ObservationConfig)
     """BESO/GCBC inputs: which state elements, which cameras and their image encoder."""
     iql: IqlConfig = field(default_factory=IqlConfig)
@@ -102,7 +103,8 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
 
             embeddings = None if data.task_embeddings is None else torch.from_numpy(data.task_embeddings)
             model = VisuomotorPolicy(cmd.algo, cmd.beso, cmd.obs, data.obs_dim, data.action_dim, data.goal_dim,
-                                     data.camera_shapes, data.goal_camera, embeddings)
+                                     data.camera_shapes, data.goal_camera, embeddings,
+                                     cmd.goal.image_goal_prob)
         else:
             model = KINDS[cmd.algo](cmd.beso, data.obs_dim, data.action_dim, data.goal_dim)
     except (ValueError, ImportError) as e:
@@ -134,8 +136,8 @@ def train_beso(cmd: TrainCommand, on_step: Callable[[int, float], None] | None =
 
 def visuomotor(cmd: TrainCommand) -> bool:
     """BESO/GCBC through an observation encoder: cameras, a state selection, or goals that need
-    one (language, image)."""
-    return bool(cmd.obs.cameras) or cmd.obs.state_dims is not None or cmd.goal.kind in ("language", "image")
+    one (language, image, multimodal)."""
+    return bool(cmd.obs.cameras) or cmd.obs.state_dims is not None or cmd.goal.kind in ("language", "image", "multimodal")
 
 
 def train_offline_rl(cmd: TrainCommand, on_step: Callable[[int, float], None] | None = None):

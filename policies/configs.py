@@ -56,9 +56,12 @@ class GoalConfig:
     (``ObservationConfig.clip_model``; BESO on CALVIN, Reuss et al. 2023; MDT, Reuss et al. 2024).
     ``image``: the episode's last frame of ``image_camera`` (a goal image), encoded by the
     policy's own image encoder; at run time ``tether eval --goal-image FILE``.
+    ``multimodal``: a goal image or a language goal, one policy (MDT, Reuss et al., RSS 2024):
+    each training sample follows one of the two at random (``image_goal_prob``); at run time
+    ``--goal-image FILE`` or ``--goal-text TEXT``, and the episode's task string otherwise.
     """
 
-    kind: Literal["task", "hindsight", "language", "image"] = "task"
+    kind: Literal["task", "hindsight", "language", "image", "multimodal"] = "task"
     min_offset_s: float = 1.0
     """Hindsight: nearest goal (s ahead of the frame)."""
     max_offset_s: float = 2.0
@@ -75,6 +78,8 @@ class GoalConfig:
     text_weights: str | None = None
     """Language goals: open_clip pretrained tag or local checkpoint of the text tower; None:
     random weights (the task strings still get distinct embeddings; what tests use)."""
+    image_goal_prob: float = 0.5
+    """Multimodal goals: the share of training samples conditioned on their goal image."""
 
 
 @dataclass

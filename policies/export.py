@@ -85,27 +85,29 @@ class GcbcGraph(_Graph):
         return chunk[:, 0], chunk
 
 
-class VisuomotorBesoGraph(_Graph):
-    """Raw observation window [B,T,S], goal [B,G] (or the goal image uint8 [B,H,W,3], input
-    ``goal_image``), noise [B,K*L,A], then each camera's frames uint8 [B,T,H,W,3] (inputs named by
-    the camera keys) -> (action [B,A], actions [B,H,A]). Resizing, centre crop and normalization of
-    the frames are in the graph (``tether.policies.image_encoders``)."""
+def visuomotor_goal_inputs(model: VisuomotorPolicy) -> list[str]:
+    """The goal inputs of a visuomotor graph: ``goal`` [B,G] (a task one-hot or language
+    embedding), ``goal_image`` uint8 [B,H,W,3], or for multimodal goals all of ``goal`` (the
+    language embedding), ``goal_image`` and ``goal_is_image`` float [B,1] (1: follow the image)."""
+    if model.multimodal:
+        return ["goal", "goal_image", "goal_is_image"]
+    return ["goal_image"] if model.goal_camera is not None else ["goal"]
 
-    def forward(self, obs: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor, *frames: torch.Tensor):
-        image_goal = self.model.goal_camera is not None
+
+class VisuomotorGraph(_Graph):
+    """Raw observation window [B,T,S], the goal inputs (``visuomotor_goal_inputs``), for BESO
+    noise [B,K*L,A], then each camera's frames uint8 [B,T,H,W,3] (inputs named by the camera keys)
+    -> (action [B,A], actions [B,H,A]). Resizing, centre crop and normalization of the frames are
+    in the graph (``tether.policies.image_encoders``); GCBC has no noise input."""
+
+    def forward(self, obs: torch.Tensor, *inputs: torch.Tensor):
+        goals = dict(zip(visuomotor_goal_inputs(self.model), inputs))
+        rest = inputs[len(goals):]
+        noise, frames = (rest[0], rest[1:]) if self.model.kind == "beso" else (None, rest)
+        goal = goals.get("goal")
         seq = self.model.act((obs - self.obs_mean) / self.obs_std, list(frames),
-                             None if image_goal else self._goal(goal), goal if image_goal else None, noise)
-        chunk = self._out(seq[:, obs.shape[1] - 1 :])
-        return chunk[:, 0], chunk
-
-
-class VisuomotorGcbcGraph(_Graph):
-    """As ``VisuomotorBesoGraph`` without the noise input (GCBC regresses its actions)."""
-
-    def forward(self, obs: torch.Tensor, goal: torch.Tensor, *frames: torch.Tensor):
-        image_goal = self.model.goal_camera is not None
-        seq = self.model.act((obs - self.obs_mean) / self.obs_std, list(frames),
-                             None if image_goal else self._goal(goal), goal if image_goal else None)
+                             None if goal is None else self._goal(goal), goals.get("goal_image"), noise,
+                             goals.get("goal_is_image"))
         chunk = self._out(seq[:, obs.shape[1] - 1 :])
         return chunk[:, 0], chunk
 
@@ -144,7 +146,7 @@ SEQUENCE_POLICIES = (Beso, Gcbc, VisuomotorPolicy)
 
 def _graph_class(model: nn.Module) -> type[_Graph]:
     if isinstance(model, VisuomotorPolicy):
-        return VisuomotorBesoGraph if model.kind == "beso" else VisuomotorGcbcGraph
+        return VisuomotorGraph
     if isinstance(model, Beso):
         return BesoGraph
     if isinstance(model, Gcbc):
@@ -157,14 +159,18 @@ def _graph_class(model: nn.Module) -> type[_Graph]:
 def goal_metadata(tasks: list[str], goal_dims: tuple[int, ...] | None, model: nn.Module | None = None) -> dict:
     """How the runner fills the goal input: a one-hot of the episode's task, the robot's
     ``observation.goal`` (the graph selects ``dims`` and normalizes them), a language embedding
-    (the training tasks' embeddings are listed; ``clip_model`` makes new ones), or a goal image
-    (``goal_image`` input, the goal camera's frame shape)."""
+    (the training tasks' embeddings are listed; ``clip_model`` makes new ones), a goal image
+    (``goal_image`` input, the goal camera's frame shape), or either (``multimodal``: both
+    entries' fields, and ``goal_is_image`` says which the graph follows)."""
+    image = language = {}
     if isinstance(model, VisuomotorPolicy) and model.goal_camera is not None:
-        return {"kind": "image", "camera": model.goal_camera,
-                "shape": list(model.encoder.camera_shapes[model.goal_camera]), "tasks": list(tasks)}
+        image = {"kind": "image", "camera": model.goal_camera,
+                 "shape": list(model.encoder.camera_shapes[model.goal_camera]), "tasks": list(tasks)}
     if isinstance(model, VisuomotorPolicy) and model.task_embeddings.numel():
-        return {"kind": "text_embedding", "tasks": list(tasks), "clip_model": model.obs_cfg.clip_model,
-                "embeddings": model.task_embeddings.tolist()}
+        language = {"kind": "text_embedding", "tasks": list(tasks), "clip_model": model.obs_cfg.clip_model,
+                    "embeddings": model.task_embeddings.tolist()}
+    if image or language:
+        return {**image, **language, "kind": "multimodal"} if image and language else image or language
     if goal_dims is None:
         return {"kind": "task_one_hot", "tasks": list(tasks)}
     return {"kind": "observation", "key": "observation.goal", "dims": list(goal_dims),
@@ -225,13 +231,15 @@ def _example_inputs(model: nn.Module, normalizer: Normalizer, spec: RobotSpec, g
 
 
 def _visuomotor_inputs(model: VisuomotorPolicy, s: int, a: int, goal_dim: int):
-    """(names, zero tensors) of a visuomotor graph: obs, goal or goal_image, noise (BESO), frames."""
+    """(names, zero tensors) of a visuomotor graph: obs, its goal inputs, noise (BESO), frames."""
     t = model.cfg.window
     shapes = model.encoder.camera_shapes
-    if model.goal_camera is not None:
-        names, example = ["obs", "goal_image"], [torch.zeros(1, t, s), torch.zeros(1, *shapes[model.goal_camera], dtype=torch.uint8)]
-    else:
-        names, example = ["obs", "goal"], [torch.zeros(1, t, s), torch.zeros(1, goal_dim)]
+    zeros = {"goal": lambda: torch.zeros(1, goal_dim), "goal_is_image": lambda: torch.zeros(1, 1),
+             "goal_image": lambda: torch.zeros(1, *shapes[model.goal_camera], dtype=torch.uint8)}
+    names, example = ["obs"], [torch.zeros(1, t, s)]
+    for name in visuomotor_goal_inputs(model):
+        names.append(name)
+        example.append(zeros[name]())
     if model.kind == "beso":
         names.append("noise")
         example.append(torch.zeros(1, noise_draws(model.cfg) * model.length, a))
@@ -264,8 +272,8 @@ def export_policy(
     images = tuple(getattr(model, "image_keys", ()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a visuomotor graph takes its cameras' frames as *frames
-    varargs = len(model.image_keys) if isinstance(model, VisuomotorPolicy) else 0
+    # a visuomotor graph takes everything after obs as *inputs
+    varargs = len(names) - 1 if isinstance(model, VisuomotorPolicy) else 0
     proto = onnx_program(graph, tuple(example), names, outputs, varargs)
     policy_spec = RobotSpec(
         spec.robot_type,
@@ -367,6 +375,8 @@ def parity(
             value = model.task_embeddings.numpy()[rng.integers(0, tasks, n)]
         elif name == "goal":
             value = np.eye(tasks)[rng.integers(0, tasks, n)]
+        elif name == "goal_is_image":
+            value = rng.integers(0, 2, shape)
         elif zero.dtype == torch.uint8:
             value = rng.integers(0, 256, shape, dtype=np.uint8)
         else:

@@ -35,7 +35,8 @@ class SequenceData:
         window, horizon: T and H.
         cameras: camera keys a visuomotor policy reads (empty: state only), camera_shapes: their
             frame shapes (H, W, 3); goal_camera: the camera of image goals (else None);
-        task_embeddings: language goals: float32 [tasks, E] (else None).
+        task_embeddings: language goals: float32 [tasks, E] (else None); multimodal goals have
+            both these and a goal camera.
     """
 
     data: TrainingDataset
@@ -75,9 +76,11 @@ class SequenceData:
             raise DatasetError(f"--obs.cameras: {root} has no camera {', '.join(missing)} (its cameras: "
                                f"{', '.join(ds.video_keys) or 'none'})")
         goal_camera = None
-        if goal.kind == "image":
+        if goal.kind in ("image", "multimodal"):
+            if not 0 <= goal.image_goal_prob <= 1:
+                raise ValueError(f"--goal.image-goal-prob is {goal.image_goal_prob}, not a share in [0, 1]")
             if not cameras:
-                raise ValueError("--goal.kind image encodes the goal frame with the policy's image "
+                raise ValueError(f"--goal.kind {goal.kind} encodes the goal frame with the policy's image "
                                  "encoder: give --obs.cameras")
             goal_camera = camera_key(goal.image_camera) if goal.image_camera else cameras[0]
             if goal_camera not in cameras:
@@ -93,7 +96,7 @@ class SequenceData:
         if goal.kind == "hindsight":
             lo, hi = round(goal.min_offset_s * ds.fps), round(goal.max_offset_s * ds.fps)
             sampler = GoalSampler(min_offset=max(1, lo), max_offset=max(1, lo, hi), gamma=goal.gamma)
-        elif goal.kind == "image":
+        elif goal.kind in ("image", "multimodal"):
             # a demonstration's goal image is its last frame: an offset past every episode's end
             sampler, goal_keys = GoalSampler(min_offset=10**9, max_offset=10**9), (goal_camera,)
         data = TrainingDataset(ds, ["observation.state", "action", *cameras], delta, sampler,
@@ -107,13 +110,13 @@ class SequenceData:
                 raise ValueError(f"goal dims {goal_dims} outside observation.state ({state_dim} elements)")
         normalizer = Normalizer.fit(obs.astype(np.float32), actions.astype(np.float32))
         embeddings = None
-        if goal.kind == "language":
+        if goal.kind in ("language", "multimodal"):
             from tether.policies.language_goals import LanguageGoalError, text_embeddings
 
             try:
                 embeddings = text_embeddings(list(ds.tasks), observation.clip_model, goal.text_weights)
             except LanguageGoalError as e:
-                raise DatasetError(f"--goal.kind language: {root}'s task strings are the goals, and {e}") from None
+                raise DatasetError(f"--goal.kind {goal.kind}: {root}'s task strings are the goals, and {e}") from None
         shapes = {c: tuple(ds.features[c]["shape"]) for c in cameras}
         return cls(data, normalizer, goal, goal_dims, list(ds.tasks), window, horizon, cameras,
                    shapes, goal_camera, embeddings)
@@ -139,7 +142,8 @@ class SequenceData:
     def batch(self, rows: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Normalized tensors for the frames at ``rows`` [B]: ``obs`` [B,T,S], ``actions`` [B,L,A]
         (L = T + H - 1), ``action_pad`` bool [B,L], ``goal`` [B,G] (image goals: ``goal_image``
-        uint8 [B,H,W,3]); with cameras, ``frames``: camera key -> uint8 [B,T,H,W,3]."""
+        uint8 [B,H,W,3]; multimodal goals: both, ``goal`` the language embedding); with cameras,
+        ``frames``: camera key -> uint8 [B,T,H,W,3]."""
         s = self.data.get(rows, rng)
         n = self.normalizer
         out = {
@@ -151,11 +155,11 @@ class SequenceData:
             out["frames"] = {c: torch.from_numpy(s[c]) for c in self.cameras}
         if self.goal_camera is not None:
             out["goal_image"] = torch.from_numpy(s[f"goal.{self.goal_camera}"])
-        elif self.task_embeddings is not None:
+        if self.task_embeddings is not None:
             out["goal"] = torch.from_numpy(self.task_embeddings[s["task_index"]])
-        elif self.goal_dims is None:
+        elif self.goal_camera is None and self.goal_dims is None:
             out["goal"] = torch.eye(len(self.tasks))[torch.from_numpy(s["task_index"])]
-        else:
+        elif self.goal_camera is None:
             dims = list(self.goal_dims)
             g = (s["goal.observation.state"][:, dims] - n.obs_mean[dims]) / n.obs_std[dims]
             out["goal"] = torch.from_numpy(g.astype(np.float32))

@@ -8,9 +8,13 @@ shared: ``tether.policies.image_encoders``). This is Diffusion Policy's observat
 front of BESO's transformer (Reuss et al., RSS 2023); GCBC gets the same encoder, so the two
 policies still differ only in their objective.
 
-Goals: a task one-hot, a goal observation, a language embedding (``language_goals``), or a goal
+Goals: a task one-hot, a goal observation, a language embedding (``language_goals``), a goal
 image, which the policy encodes with its own encoder of the goal camera (BESO's image goals on
-CALVIN).
+CALVIN), or either of the last two (multimodal goals, MDT: Reuss et al., RSS 2024): the language
+embedding is projected into the image encoder's feature space, and each training sample is
+conditioned on its goal image or its language goal at random, so that one policy follows
+whichever it is given. MDT's auxiliary losses (contrastive alignment of the two goal kinds, masked
+foresight) are not part of it.
 """
 
 from __future__ import annotations
@@ -103,15 +107,20 @@ class VisuomotorPolicy(nn.Module):
         camera_shapes: camera key -> (H, W, 3).
         goal_camera: for image goals, the camera whose encoder encodes the goal frame.
         task_embeddings: language goals: float [tasks, E] embeddings of the training tasks (kept
-            with the weights so the export can hand them to the robot).
+            with the weights so the export can hand them to the robot). With ``goal_camera`` too,
+            the goals are multimodal: an image or a language goal (``multimodal``).
+        image_goal_prob: multimodal goals: the share of training samples conditioned on their
+            goal image (the others on their language goal).
 
     Methods take ``frames``: a dict camera key -> uint8 [B,T,H,W,3], and for image goals
-    ``goal_image`` uint8 [B,H,W,3] in place of ``goal``.
+    ``goal_image`` uint8 [B,H,W,3] in place of ``goal``; multimodal goals take both (``goal`` the
+    language embedding [B,E]) and, at run time, ``goal_is_image`` float [B,1] (1: follow the image).
     """
 
     def __init__(self, kind: str, cfg: BesoConfig, obs_cfg: ObservationConfig, state_dim: int,
                  action_dim: int, goal_dim: int, camera_shapes: dict[str, tuple[int, ...]],
-                 goal_camera: str | None = None, task_embeddings: torch.Tensor | None = None):
+                 goal_camera: str | None = None, task_embeddings: torch.Tensor | None = None,
+                 image_goal_prob: float = 0.5):
         super().__init__()
         if kind not in ("beso", "gcbc"):
             raise ValueError(f"a visuomotor policy is beso or gcbc, not {kind!r}")
@@ -126,6 +135,10 @@ class VisuomotorPolicy(nn.Module):
                                  f"{list(camera_shapes)} (--goal.image-camera)")
             goal_dim = obs_cfg.feature_dim
         self.register_buffer("task_embeddings", task_embeddings if task_embeddings is not None else torch.zeros(0, 0))
+        self.multimodal = goal_camera is not None and self.task_embeddings.numel() > 0
+        self.image_goal_prob = image_goal_prob
+        if self.multimodal:
+            self.language_projection = nn.Linear(self.task_embeddings.shape[1], obs_cfg.feature_dim)
         self.policy = (Beso if kind == "beso" else Gcbc)(cfg, self.encoder.out_dim, action_dim, goal_dim)
         self.action_dim = action_dim
         self.length = self.policy.length
@@ -141,27 +154,36 @@ class VisuomotorPolicy(nn.Module):
         return self.encoder.cameras
 
     def encode(self, obs: torch.Tensor, frames: dict[str, torch.Tensor] | list[torch.Tensor],
-               goal: torch.Tensor | None, goal_image: torch.Tensor | None):
-        """(tokens [B,T,D], goal [B,G]) from a normalized state window, frames and the goal."""
+               goal: torch.Tensor | None, goal_image: torch.Tensor | None,
+               goal_is_image: torch.Tensor | None = None):
+        """(tokens [B,T,D], goal [B,G]) from a normalized state window, frames and the goal
+        (multimodal goals: the image's features where ``goal_is_image`` [B,1] is 1, the projected
+        language embedding where it is 0)."""
         ordered = [frames[k] for k in self.encoder.cameras] if isinstance(frames, dict) else list(frames)
         tokens = self.encoder(obs, ordered)
         if self.goal_camera is not None:
-            goal = self.encoder.encode_frames(self.encoder.cameras.index(self.goal_camera), goal_image)
+            image = self.encoder.encode_frames(self.encoder.cameras.index(self.goal_camera), goal_image)
+            goal = image if not self.multimodal else (
+                goal_is_image * image + (1 - goal_is_image) * self.language_projection(goal))
         return tokens, goal
 
     def loss(self, obs: torch.Tensor, actions: torch.Tensor, frames: dict[str, torch.Tensor],
              goal: torch.Tensor | None = None, goal_image: torch.Tensor | None = None,
              generator: torch.Generator | None = None, action_pad: torch.Tensor | None = None) -> torch.Tensor:
         """The BESO or GCBC loss (see those classes) on encoded observations: obs [B,T,S]
-        normalized, actions [B,L,A] normalized, frames per camera uint8 [B,T,H,W,3]."""
-        tokens, goal = self.encode(obs, frames, goal, goal_image)
+        normalized, actions [B,L,A] normalized, frames per camera uint8 [B,T,H,W,3]; multimodal
+        goals: each sample follows its goal image with ``image_goal_prob``, else its language goal."""
+        is_image = None
+        if self.multimodal:
+            is_image = (torch.rand(obs.shape[0], 1, generator=generator) < self.image_goal_prob).to(obs)
+        tokens, goal = self.encode(obs, frames, goal, goal_image, is_image)
         return self.policy.loss(tokens, actions, goal, generator, action_pad)
 
     def act(self, obs: torch.Tensor, frames, goal: torch.Tensor | None, goal_image: torch.Tensor | None,
-            noise: torch.Tensor | None = None) -> torch.Tensor:
+            noise: torch.Tensor | None = None, goal_is_image: torch.Tensor | None = None) -> torch.Tensor:
         """Normalized actions [B,L,A]: BESO's sampler from ``noise`` [B,K*L,A], or GCBC's regression.
         The frames are encoded once, before the denoising steps."""
-        tokens, goal = self.encode(obs, frames, goal, goal_image)
+        tokens, goal = self.encode(obs, frames, goal, goal_image, goal_is_image)
         if self.kind == "beso":
             return self.policy.sample(tokens, goal, noise)
         return self.policy(tokens, goal)

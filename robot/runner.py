@@ -22,10 +22,13 @@ class PolicyLoadError(ValueError):
     """The file is not a tether ONNX policy (missing or malformed metadata)."""
 
 
-GOAL_KINDS = ("task_one_hot", "observation", "text_embedding", "image")
+GOAL_KINDS = ("task_one_hot", "observation", "text_embedding", "image", "multimodal")
 """How a policy's goal is given: a task's one-hot, the robot's ``observation.goal``, a language
-embedding (of a training task, or any text through ``tether.policies.language_goals``), or a
-goal image (``goal_image`` input)."""
+embedding (of a training task, or any text through ``tether.policies.language_goals``), a
+goal image (``goal_image`` input), or either of the last two (``goal``, ``goal_image`` and
+``goal_is_image`` inputs: MDT's multimodal goals)."""
+LANGUAGE_GOALS = ("text_embedding", "multimodal")
+IMAGE_GOALS = ("image", "multimodal")
 
 
 def check_metadata(meta: object, spec: RobotSpec) -> None:
@@ -53,16 +56,16 @@ def check_metadata(meta: object, spec: RobotSpec) -> None:
     kind = goal.get("kind", "task_one_hot")
     if kind not in GOAL_KINDS:
         raise ValueError(f"goal.kind is {kind!r}, not one of {', '.join(GOAL_KINDS)}")
-    if kind == "text_embedding":
+    if kind in LANGUAGE_GOALS:
         emb = goal.get("embeddings")
         if (not isinstance(emb, list) or len(emb) != len(tasks)
                 or not all(isinstance(e, list) and e and len(e) == len(emb[0]) for e in emb)):
             raise ValueError("goal.embeddings is not one embedding (a list of numbers) per task")
-    if kind == "image":
+    if kind in IMAGE_GOALS:
         shape = goal.get("shape")
         if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)):
             raise ValueError(f"goal.shape is {shape!r}, not a frame shape [H, W, 3]")
-    if kind in ("task_one_hot", "text_embedding") and not tasks:
+    if kind in ("task_one_hot", *LANGUAGE_GOALS) and not tasks:
         raise ValueError("goal.tasks is empty: a task-goal policy needs the tasks it was trained on")
     if kind == "observation" and goal.get("key") not in spec.observation:
         raise ValueError(f"goal.key is {goal.get('key')!r}, not an observation of the policy's spec")
@@ -142,13 +145,19 @@ class PolicyRunner:
         goal = self.meta["goal"]
         self.goal_kind: str = goal.get("kind", "task_one_hot")
         self._goal_key = goal.get("key") if self.goal_kind == "observation" else None
-        self._embeddings = (np.asarray(goal["embeddings"], np.float32) if self.goal_kind == "text_embedding"
+        self._embeddings = (np.asarray(goal["embeddings"], np.float32) if self.goal_kind in LANGUAGE_GOALS
                             else None)
-        self._goal_shape = tuple(goal["shape"]) if self.goal_kind == "image" else None
+        self._goal_shape = tuple(goal["shape"]) if self.goal_kind in IMAGE_GOALS else None
         self._fixed_goal: dict[str, np.ndarray | None] = {}
         goal_dim = len(self.tasks) if self._embeddings is None else self._embeddings.shape[1]
-        self._goal = (np.zeros((1, *self._goal_shape), np.uint8) if self._goal_shape
-                      else np.zeros((1, goal_dim), dtype=np.float32))
+        # the goal inputs' values, set at reset (observation goals: "goal" comes with each observation)
+        self._goal: dict[str, np.ndarray] = {}
+        if self._goal_shape:
+            self._goal["goal_image"] = np.zeros((1, *self._goal_shape), np.uint8)
+        if self.goal_kind != "image":
+            self._goal["goal"] = np.zeros((1, goal_dim), dtype=np.float32)
+        if self.goal_kind == "multimodal":
+            self._goal["goal_is_image"] = np.zeros((1, 1), np.float32)
         self._check_graph(path)
 
     def _check_graph(self, path: Path) -> None:
@@ -160,14 +169,16 @@ class PolicyRunner:
                 differs from the metadata's.
         """
         goal_dim = (self.spec.observation[self._goal_key].shape[0] if self._goal_key is not None
-                    else self._goal.shape[1])
-        goal_what = {"observation": "goal observation", "text_embedding": "language embedding"}.get(
-            self.goal_kind, "task one-hot")
+                    else self._goal["goal"].shape[1] if "goal" in self._goal else None)
+        goal_what = {"observation": "goal observation", "text_embedding": "language embedding",
+                     "multimodal": "language embedding"}.get(self.goal_kind, "task one-hot")
+        goals = {"goal_image": ("goal image [B, H, W, 3]", (None, *(self._goal_shape or ()))),
+                 "goal": (f"goal [B, {goal_what}]", (None, goal_dim)),
+                 "goal_is_image": ("goal_is_image [B, 1]", (None, 1))}
         window = (self.window,) if self._image_window else ()
         expected = {
             "obs": ("observation window [B, window, state]", (None, self.window, self._obs_feature.shape[0])),
-            **({"goal_image": ("goal image [B, H, W, 3]", (None, *self._goal_shape))} if self._goal_shape else
-               {"goal": (f"goal [B, {goal_what}]", (None, goal_dim))}),
+            **{name: goals[name] for name in self._goal},
             "noise": ("sampler noise [B, noise_length, action]", (None, self._noise_length, self.action_dim)),
             **{k: (f"camera {k} [B, {'window, ' if window else ''}H, W, C]",
                    (None, *window, *self.spec.observation[k].shape)) for k in self._images},
@@ -220,7 +231,8 @@ class PolicyRunner:
         ``seed`` reseeds the sampler noise, so the episode does not depend on the ones before it.
         A goal-image policy takes ``goal_image`` uint8 [H, W, 3]; a language-goal policy takes
         ``task`` (one of its training tasks) or ``goal_embedding`` float [E] (any instruction,
-        embedded by ``tether.policies.language_goals.text_embeddings`` where torch is installed).
+        embedded by ``tether.policies.language_goals.text_embeddings`` where torch is installed);
+        a multimodal-goal policy takes either, and follows ``goal_image`` when given one.
 
         Raises:
             ValueError: a task-goal policy was not trained on ``task``; a goal image or
@@ -231,32 +243,40 @@ class PolicyRunner:
             self._rng = np.random.default_rng(seed)
         goal_image = self._fixed_goal.get("goal_image") if goal_image is None else goal_image
         goal_embedding = self._fixed_goal.get("goal_embedding") if goal_embedding is None else goal_embedding
-        if self.goal_kind == "image":
-            if goal_image is None:
-                raise ValueError(f"the policy is conditioned on a goal image {list(self._goal_shape)} "
-                                 "(uint8 RGB): give one (tether eval --goal-image FILE)")
+        if goal_image is not None and self.goal_kind in IMAGE_GOALS:
             image = np.asarray(goal_image)
             if image.shape != self._goal_shape or image.dtype != np.uint8:
                 raise ValueError(f"goal image has shape {list(image.shape)} {image.dtype}, but the policy "
                                  f"takes {list(self._goal_shape)} uint8 (its goal camera's frames)")
-            self._goal[0] = image
-        elif goal_embedding is not None and self.goal_kind == "text_embedding":
+            self._goal["goal_image"][0] = image
+            self._set_goal_is_image(1.0)
+        elif self.goal_kind == "image":
+            raise ValueError(f"the policy is conditioned on a goal image {list(self._goal_shape)} "
+                             "(uint8 RGB): give one (tether eval --goal-image FILE)")
+        elif goal_embedding is not None and self.goal_kind in LANGUAGE_GOALS:
             e = np.asarray(goal_embedding, np.float32).reshape(-1)
-            if e.shape[0] != self._goal.shape[1] or not np.isfinite(e).all():
+            size = self._goal["goal"].shape[1]
+            if e.shape[0] != size or not np.isfinite(e).all():
                 raise ValueError(f"goal embedding has {e.shape[0]} values (finite: {bool(np.isfinite(e).all())}), "
-                                 f"but the policy takes {self._goal.shape[1]} finite values")
-            self._goal[0] = e
+                                 f"but the policy takes {size} finite values")
+            self._goal["goal"][0] = e
+            self._set_goal_is_image(0.0)
         elif self._goal_key is None:
             if task not in self.tasks:
                 raise ValueError(f"the policy knows tasks {self.tasks}, not {task!r}")
-            if self._embeddings is not None:
-                self._goal[0] = self._embeddings[self.tasks.index(task)]
+            if self._embeddings is not None:  # a language goal: the task's own words
+                self._goal["goal"][0] = self._embeddings[self.tasks.index(task)]
             else:
-                self._goal[:] = 0
-                self._goal[0, self.tasks.index(task)] = 1
+                self._goal["goal"][:] = 0
+                self._goal["goal"][0, self.tasks.index(task)] = 1
+            self._set_goal_is_image(0.0)
         self._history.clear()
         for frames in self._frames.values():
             frames.clear()
+
+    def _set_goal_is_image(self, value: float) -> None:
+        if "goal_is_image" in self._goal:  # multimodal goals: which of the two the graph follows
+            self._goal["goal_is_image"][0] = value
 
     @property
     def fixed_goal(self) -> dict[str, np.ndarray | None]:
@@ -276,10 +296,12 @@ class PolicyRunner:
             ValueError: a goal this policy does not take (a goal image for a policy without image
                 goals, an embedding for one without language goals), or one ``reset`` refuses.
         """
-        if goal_image is not None and self.goal_kind != "image":
+        if goal_image is not None and self.goal_kind not in IMAGE_GOALS:
             raise ValueError(f"the policy's goal is a {self.goal_kind.replace('_', ' ')}, not a goal image")
-        if goal_embedding is not None and self.goal_kind != "text_embedding":
+        if goal_embedding is not None and self.goal_kind not in LANGUAGE_GOALS:
             raise ValueError(f"the policy's goal is a {self.goal_kind.replace('_', ' ')}, not a language goal")
+        if goal_image is not None and goal_embedding is not None:
+            raise ValueError("give a goal image or a language goal, not both")
         self._fixed_goal = {"goal_image": goal_image, "goal_embedding": goal_embedding}
         self.reset(self.tasks[0] if self.tasks else None)  # checks it now, before any episode
 
@@ -308,14 +330,13 @@ class PolicyRunner:
 
     def _run(self, observation: dict[str, np.ndarray], deterministic: bool = False) -> dict[str, np.ndarray]:
         self.observe(observation)
-        goal = self._goal
+        feed = {"obs": np.stack(self._history)[None], **self._goal}
         if self._goal_key is not None:
             if self._goal_key not in observation:
                 raise SpecError(f"the policy is conditioned on {self._goal_key}, which the "
                                 "observation lacks (a robot that publishes goals is needed)")
             feature = self.spec.observation[self._goal_key]
-            goal = feature.validate(self._goal_key, observation[self._goal_key])[None]
-        feed = {"obs": np.stack(self._history)[None], "goal_image" if self._goal_shape else "goal": goal}
+            feed["goal"] = feature.validate(self._goal_key, observation[self._goal_key])[None]
         if self.noise_shape is not None:  # a diffusion sampler's or a stochastic policy's noise
             feed["noise"] = (np.zeros(self.noise_shape, np.float32) if deterministic or self.deterministic
                              else self._rng.standard_normal(self.noise_shape, dtype=np.float32))

@@ -20,6 +20,9 @@ def dataset(tmp_path_factory, target_data):
     (["--goal.kind", "image"], r"--goal.kind image encodes the goal frame .* give --obs.cameras"),
     (["--obs.cameras", "cam0", "--goal.kind", "image", "--goal.image-camera", "cam1"],
      r"--goal.image-camera observation.images.cam1 is not one of --obs.cameras"),
+    (["--goal.kind", "multimodal"], r"--goal.kind multimodal encodes the goal frame .* give --obs.cameras"),
+    (["--obs.cameras", "cam0", "--goal.kind", "multimodal", "--goal.image-goal-prob", "2"],
+     r"--goal.image-goal-prob is 2.0, not a share in \[0, 1\]"),
     (["--obs.cameras", "cam0", "--obs.encoder", "clip", "--obs.clip-model", "ViT-Nope"], r"unknown open_clip model 'ViT-Nope'"),
 ])
 def test_bad_settings_are_one_line_before_training(dataset, tmp_path, cli_error, args, message):

@@ -80,7 +80,8 @@ def test_batches_hold_frame_windows_and_goal_images(dataset, tmp_path):
 
 
 @pytest.mark.parametrize("kind,goal", [("beso", "task"), pytest.param("gcbc", "task", marks=pytest.mark.slow),
-                                       pytest.param("beso", "language", marks=pytest.mark.slow), ("gcbc", "image")])
+                                       pytest.param("beso", "language", marks=pytest.mark.slow), ("gcbc", "image"),
+                                       pytest.param("beso", "multimodal", marks=pytest.mark.slow)])
 def test_export_parity_and_the_runner_feeds_frames(dataset, tmp_path, kind, goal, one_thread, target_data):
     data = SequenceData.from_dataset(dataset, 2, 3, GoalConfig(kind=goal), OBS, cache_dir=tmp_path / "cache")
     model = build(data, kind).eval()
@@ -126,9 +127,54 @@ def test_language_goals_take_any_embedding_and_refuse_empty_text(dataset, tmp_pa
     runner = PolicyRunner(path)
     new = text_embeddings(["move to the square"])[0]
     runner.reset(goal_embedding=new)
-    assert np.allclose(runner._goal[0], new)
+    assert np.allclose(runner._goal["goal"][0], new)
     with pytest.raises(ValueError, match="goal embedding has 3 values"):
         runner.reset(goal_embedding=np.zeros(3))
+
+
+def test_multimodal_goals_follow_the_image_or_the_language_goal(dataset, tmp_path, one_thread, target_data):
+    """MDT's multimodal goals: training samples draw one of the two goals; the exported graph
+    follows the goal image where goal_is_image is 1 and the language goal where it is 0, and the
+    runner feeds whichever it is given (a task's string by default)."""
+    import onnxruntime as ort
+
+    with pytest.raises(ValueError, match=r"--goal.image-goal-prob is 1.5"):
+        SequenceData.from_dataset(dataset, 2, 1, GoalConfig(kind="multimodal", image_goal_prob=1.5), OBS)
+    data = SequenceData.from_dataset(dataset, 2, 3, GoalConfig(kind="multimodal"), OBS, cache_dir=tmp_path / "c")
+    b = data.batches(8)(0)
+    assert b["goal"].shape == (8, 384) and b["goal_image"].shape == (8, 32, 32, 3)
+    model = build(data, "gcbc")
+    model.loss(**b).backward()  # the language path gets gradients: a batch of 8 draws it (p = 0.996)
+    assert model.language_projection.weight.grad.abs().sum() > 0
+    spec = Dataset(dataset).spec
+    path = export_policy(model.eval(), data.normalizer, spec, data.tasks, tmp_path / "p.onnx")
+    assert parity(model, data.normalizer, spec, path, len(data.tasks)) <= 1e-4
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"obs": np.zeros((1, 2, 2), np.float32), "goal": data.task_embeddings[:1],
+            "goal_image": target_data.draw(np.array([0.5, 0.5]), 32)[None],
+            "observation.images.cam0": rng.integers(0, 256, (1, 2, 32, 32, 3), dtype=np.uint8),
+            "observation.images.cam1": rng.integers(0, 256, (1, 2, 24, 32, 3), dtype=np.uint8)}
+
+    def action(**change):
+        return session.run(["action"], {**feed, **change})[0]
+
+    other_image = target_data.draw(np.array([-0.5, -0.5]), 32)[None]
+    image, language = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
+    assert np.allclose(action(goal_is_image=image), action(goal_is_image=image, goal=data.task_embeddings[1:]))
+    assert not np.allclose(action(goal_is_image=image), action(goal_is_image=image, goal_image=other_image))
+    assert np.allclose(action(goal_is_image=language), action(goal_is_image=language, goal_image=other_image))
+    assert not np.allclose(action(goal_is_image=language), action(goal_is_image=language, goal=data.task_embeddings[1:]))
+
+    runner = PolicyRunner(path)
+    assert runner.meta["goal"]["kind"] == "multimodal"
+    runner.reset(data.tasks[1])
+    assert runner._goal["goal_is_image"][0, 0] == 0 and np.allclose(runner._goal["goal"][0], data.task_embeddings[1])
+    runner.reset(goal_image=feed["goal_image"][0])
+    assert runner._goal["goal_is_image"][0, 0] == 1
+    with pytest.raises(ValueError, match="not both"):
+        runner.fix_goal(feed["goal_image"][0], data.task_embeddings[0])
 
 
 def test_the_camera_lets_the_policy_find_the_target(dataset, tmp_path, one_thread):

@@ -5,6 +5,7 @@
     tether teleop --robot tcp://127.0.0.1:5555 --device keyboard
     tether teleop --robot ROBOT --device spacemouse --record data/pick --task "pick the cube" \\
         --cameras front=0 wrist=/dev/video2 --camera-size 640x480
+    tether teleop --robot ROBOT --device leader --record data/so101 --cameras top=realsense:819612070123
     tether teleop --robot ROBOT --device gamepad --record data/play --play --episode-s 60
 
 Each control tick the device is read with the newest state and its action is sent as the
@@ -53,9 +54,11 @@ class TeleopCommand:
     seed: int = 0
     """A simulator's seed of the first episode; episode k uses seed + k."""
     cameras: tuple[str, ...] = ()
-    """Cameras on this machine as NAME=SOURCE (an OpenCV device index, path or URL)."""
+    """Cameras on this machine as NAME=SOURCE: an OpenCV device index, path or URL, or
+    realsense[:SERIAL] for an Intel RealSense's colour at 30 fps (without a serial: the only one
+    connected; pip install 'tether[realsense]')."""
     camera_size: str | None = None
-    """Capture size WIDTHxHEIGHT (default: the device's)."""
+    """Capture size WIDTHxHEIGHT (default: the device's; a RealSense's 640x480)."""
     play: bool = False
     """Play mode: no resets, the stream split into episodes of --episode-s."""
     episode_s: float = 30.0
@@ -77,13 +80,19 @@ class TeleopCommand:
     """Mapping from the device to the robot's action, and per-device settings."""
 
 
+REALSENSE_FPS = 30  # offered at every colour resolution of the D400 family; the recorder repeats
+# or skips frames to meet a control rate that differs (tether.robot.camera_sync)
+
+
 def open_cameras(specs: tuple[str, ...], size: str | None, fps: float) -> list:
-    """OpenCV cameras from NAME=SOURCE strings (a source of digits is a device index).
+    """Cameras from NAME=SOURCE strings: ``realsense`` or ``realsense:SERIAL`` is a
+    ``RealSenseCamera`` (colour at ``REALSENSE_FPS``, 640x480 unless ``size``), anything else an
+    ``OpenCVCamera`` at ``fps`` (a source of digits is a device index). Nothing is opened here.
 
     Raises:
-        UsageError: a malformed NAME=SOURCE or size.
+        UsageError: a malformed NAME=SOURCE, size or RealSense serial.
     """
-    from tether.perception.cameras import OpenCVCamera
+    from tether.perception.cameras import OpenCVCamera, RealSenseCamera, RealSenseConfig
 
     width = height = None
     if size is not None:
@@ -96,6 +105,16 @@ def open_cameras(specs: tuple[str, ...], size: str | None, fps: float) -> list:
         name, sep, source = item.partition("=")
         if not sep or not name or not source:
             raise UsageError(f"--cameras takes NAME=SOURCE (e.g. front=0), not {item!r}")
+        kind, colon, serial = source.partition(":")
+        if kind == "realsense":
+            if colon and not serial:
+                raise UsageError(f"--cameras {item}: give realsense:SERIAL or plain realsense")
+            try:
+                config = RealSenseConfig(serial or None, width or 640, height or 480, REALSENSE_FPS)
+            except ValueError as e:
+                raise UsageError(f"--cameras {item}: {e}") from None
+            cameras.append(RealSenseCamera(config, name))
+            continue
         cameras.append(OpenCVCamera(int(source) if source.isdigit() else source, name,
                                     width, height, fps))
     return cameras

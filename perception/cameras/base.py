@@ -21,11 +21,14 @@ class Frame:
         timestamp: ``time.monotonic()`` at capture (s), comparable with the robot link's clocks
             on the same machine.
         index: frame counter since ``start()``.
+        depth: a depth camera's depth map aligned to ``image`` pixel for pixel, uint16
+            [height, width] in mm, 0 where nothing was measured; None for a colour-only camera.
     """
 
     image: np.ndarray
     timestamp: float
     index: int
+    depth: np.ndarray | None = None
 
 
 class Camera(Protocol):

@@ -71,5 +71,8 @@ def test_an_eval_episode_runs_to_its_end_and_the_limit_holds(tmp_path):
     episode = result["per_episode"][0]
     assert episode["length"] == STEPS and result["torch_imported"] is False  # ran to its step limit
     assert sum(result["safety_refusals"].values()) >= 1, result["safety_refusals"]  # the limit refused it
-    assert record["q_c_max"][0] <= limit + 1e-9  # no joint_1 command past the limit reached the robot
+    # No target past the limit reached franky; franky's jerk-limited motion toward the last target
+    # brakes from the speed it had, so its 1 kHz commands may pass that target by its braking
+    # distance (up to 0.0067 rad measured on a loaded machine), never by a refused target's step.
+    assert record["q_c_max"][0] <= limit + 0.5 * PUSH
     assert record["q"][0] > q0[0] + 0.03  # the commands within it did move the arm

@@ -9,12 +9,12 @@ import time
 import cv2
 import numpy as np
 
-from tether.perception.cameras.base import CameraError, Frame
+from tether.perception.cameras.base import CameraError, Frame, ThreadedCamera
 
 log = logging.getLogger(__name__)
 
 
-class OpenCVCamera:
+class OpenCVCamera(ThreadedCamera):
     """Capture ``source`` (device index, device path, file path or URL) in a background thread.
 
     Args:
@@ -38,15 +38,10 @@ class OpenCVCamera:
     ):
         self.source, self.name = source, name
         self.width, self.height, self.fps, self.loop = width, height, fps, loop
-        self.frames = 0
-        self.dropped = 0
         self._cap: cv2.VideoCapture | None = None
-        self._latest: Frame | None = None
-        self._returned = -1
-        self._cond = threading.Condition()
+        super().__init__()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ended: str | None = None
 
     def _describe(self) -> str:
         return f"camera {self.name!r} ({self.source})"
@@ -79,41 +74,13 @@ class OpenCVCamera:
                 if self.loop and self._period:
                     self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                     continue
-                with self._cond:
-                    self._ended = "stopped delivering frames"
-                    self._cond.notify_all()
+                self._buffer.end("stopped delivering frames")
                 return
             image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            with self._cond:
-                if self._latest is not None and self._latest.index > self._returned:
-                    self.dropped += 1  # never read: replaced by a newer frame
-                self._latest = Frame(np.ascontiguousarray(image), stamp, self.frames)
-                self.frames += 1
-                self._cond.notify_all()
+            self._buffer.put(Frame(np.ascontiguousarray(image), stamp, self._buffer.frames))
             if self._period:
                 next_t += self._period
                 time.sleep(max(0.0, next_t - time.monotonic()))
-
-    def read(self, timeout_s: float = 1.0) -> Frame:
-        """The newest frame not returned before.
-
-        Raises:
-            CameraError: not started, or no new frame within ``timeout_s`` (the device stopped
-                delivering or was unplugged).
-        """
-        if self._thread is None:
-            raise CameraError(f"{self._describe()}: start() it first")
-        with self._cond:
-            ready = self._cond.wait_for(
-                lambda: (self._latest is not None and self._latest.index > self._returned)
-                or self._ended is not None,
-                timeout_s,
-            )
-            if self._latest is not None and self._latest.index > self._returned:
-                self._returned = self._latest.index
-                return self._latest
-            why = self._ended if ready else f"delivered no frame for {timeout_s:.1f} s"
-            raise CameraError(f"{self._describe()} {why}")
 
     def stop(self) -> None:
         self._stop.set()

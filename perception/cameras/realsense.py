@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tether.perception.cameras.base import CameraError, Frame
+from tether.perception.cameras.base import CameraError, Frame, ThreadedCamera
 
 if TYPE_CHECKING:
     from tether.robot.spec import Feature
@@ -236,7 +236,7 @@ def capture_time(arrival_s: float, arrival_wall_s: float, stamp_ms: float, host_
     return arrival_s - age if 0.0 <= age <= MAX_FRAME_AGE_S else arrival_s
 
 
-class RealSenseCamera:
+class RealSenseCamera(ThreadedCamera):
     """Capture a RealSense camera's colour (and depth) in a background thread.
 
     Args:
@@ -251,16 +251,11 @@ class RealSenseCamera:
     def __init__(self, config: RealSenseConfig | None = None, name: str = "camera"):
         self.config = config if config is not None else RealSenseConfig()
         self.name = name
-        self.frames = 0
-        self.dropped = 0
         self._pipeline = None
         self._align = None
-        self._latest: Frame | None = None
-        self._returned = -1
-        self._cond = threading.Condition()
+        super().__init__()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ended: str | None = None
 
     def _describe(self) -> str:
         serial = self.config.serial or "any serial"
@@ -295,7 +290,7 @@ class RealSenseCamera:
             raise CameraError(f"{what}: librealsense could not start it: {e}") from None
         self._pipeline = pipeline
         self._align = rs.align(rs.stream.color) if self.config.depth else None
-        self._ended = None
+        self._buffer.restart()
         self._stop.clear()
         self._thread = threading.Thread(target=self._capture, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
@@ -336,48 +331,17 @@ class RealSenseCamera:
             try:
                 ok, frameset = self._pipeline.try_wait_for_frames(200)
             except RuntimeError as e:  # the device went away
-                self._end(f"stopped delivering frames: {e}")
+                self._buffer.end(f"stopped delivering frames: {e}")
                 return
             if not ok:
                 continue  # read() names a silence longer than its timeout
             arrival, wall = time.monotonic(), time.time()
             try:
-                frame = self.to_frame(frameset, arrival, wall, self.frames)
+                frame = self.to_frame(frameset, arrival, wall, self._buffer.frames)
             except CameraError as e:
-                self._end(str(e).removeprefix(self._describe()).strip())
+                self._buffer.end(str(e).removeprefix(self._describe()).strip())
                 return
-            with self._cond:
-                if self._latest is not None and self._latest.index > self._returned:
-                    self.dropped += 1  # never read: replaced by a newer frame
-                self._latest = frame
-                self.frames += 1
-                self._cond.notify_all()
-
-    def _end(self, why: str) -> None:
-        with self._cond:
-            self._ended = why
-            self._cond.notify_all()
-
-    def read(self, timeout_s: float = 1.0) -> Frame:
-        """The newest frame not returned before.
-
-        Raises:
-            CameraError: not started, or no new frame within ``timeout_s`` (the device stopped
-                delivering or was unplugged).
-        """
-        if self._thread is None:
-            raise CameraError(f"{self._describe()}: start() it first")
-        with self._cond:
-            ready = self._cond.wait_for(
-                lambda: (self._latest is not None and self._latest.index > self._returned)
-                or self._ended is not None,
-                timeout_s,
-            )
-            if self._latest is not None and self._latest.index > self._returned:
-                self._returned = self._latest.index
-                return self._latest
-            why = self._ended if ready else f"delivered no frame for {timeout_s:.1f} s"
-            raise CameraError(f"{self._describe()} {why}")
+            self._buffer.put(frame)
 
     def stop(self) -> None:
         """Stop streaming and release the device (safe to call when not started)."""

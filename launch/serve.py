@@ -46,9 +46,14 @@ SO-101) or franka (a Franka FR3 / Panda through franky); the hardware drivers ne
     action_mode: Literal["ee_delta", "joint"] = "ee_delta"
     """--robot arm only: ee_delta (tool displacement, m per tick) or joint (joint targets, rad)."""
     cameras: tuple[str, ...] = ()
-    """Simulated cameras to publish, e.g. corner (MetaWorld camera names; arm: front, top)."""
+    """Cameras to publish in every observation (observation.images.NAME). Simulators: camera
+    names to render, e.g. corner topview (MetaWorld), front top (arm). Hardware: NAME=SOURCE as
+    for tether teleop (front=0, wrist=/dev/video2, top=realsense:SERIAL; a video file plays in a
+    loop), at their capture size; a frame older than 0.5 s ends the episode."""
+    camera_size: str | None = None
+    """Hardware cameras: capture size WIDTHxHEIGHT (default: the device's; a RealSense's 640x480)."""
     image_size: int = 128
-    """Camera resolution in pixels (square)."""
+    """Simulated cameras: resolution in pixels (square)."""
     max_episode_steps: int = 500
     """Episode length limit in control ticks."""
     rate_hz: float | None = None
@@ -118,12 +123,32 @@ def make_hardware_robot(kind: str, robot_config: Path | None, rate_hz: float | N
         raise UsageError(f"bad {kind} config {robot_config}: {e}") from e
 
 
+def with_hardware_cameras(robot, specs: tuple[str, ...], size: str | None):
+    """``robot`` publishing the cameras of ``specs`` (NAME=SOURCE, ``tether.launch.camera_args``)
+    in its observations (``tether.robot.drivers.with_cameras.CameraRobot``).
+
+    Raises:
+        UsageError: a malformed camera argument or a name the robot already observes.
+        tether.perception.cameras.CameraError: a camera cannot be opened (names it).
+    """
+    from tether.launch.camera_args import open_cameras
+    from tether.robot.drivers.with_cameras import CameraRobot
+
+    cameras = open_cameras(specs, size, robot.spec.control_rate_hz)
+    try:
+        return CameraRobot(robot, cameras)
+    except ValueError as e:
+        raise UsageError(f"--cameras: {e}") from e
+
+
 def make_robot(cfg: ServeConfig):
     """The driver named by ``cfg.robot``, with latency and noise when asked for."""
     from tether.launch import UsageError  # a local name here: the ogbench branch imports it too
 
     if cfg.randomize is not None and cfg.robot != "arm":
         raise UsageError("--randomize is for --robot arm")
+    if cfg.camera_size is not None and cfg.robot not in HARDWARE:
+        raise UsageError("--camera-size is for hardware cameras; a simulator's take --image-size")
     if cfg.robot == "pointmass":
         robot = PointMassRobot(cfg.rate_hz or 100.0, cfg.max_episode_steps)
     elif cfg.robot in HARDWARE:
@@ -131,6 +156,8 @@ def make_robot(cfg: ServeConfig):
         problem = robot.calibration_problem() if hasattr(robot, "calibration_problem") else None
         if problem is not None:  # refused before anything binds or moves
             raise robot.error(problem)
+        if cfg.cameras:
+            robot = with_hardware_cameras(robot, cfg.cameras, cfg.camera_size)
     elif cfg.robot == "arm":
         from tether.robot.drivers.arm import ArmRobot
 

@@ -62,6 +62,7 @@ class OpenCVCamera(ThreadedCamera):
         self._period = 1.0 / rate if is_file else 0.0  # a device paces itself
         self._cap = cap
         self._stop.clear()
+        self._buffer.restart()  # a camera started again after its stream ended delivers again
         self._thread = threading.Thread(target=self._capture, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
 

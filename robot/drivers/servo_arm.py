@@ -70,6 +70,8 @@ class ServoArmConfig:
             read, and a command to it raises the driver's error.
         calibration: the JSON file ``tether calibrate`` wrote for this arm (homing offsets and
             ranges); a relative path is relative to the working directory.
+        max_episode_steps: an episode is truncated after this many ticks (None: it ends when
+            the operator or the client ends it).
     """
 
     port: str
@@ -86,8 +88,11 @@ class ServoArmConfig:
     robot_type: str = "servo-arm"
     tasks: tuple[str, ...] = field(default=())
     calibration: str | None = None
+    max_episode_steps: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or null, got {self.max_episode_steps}")
         self.ids = tuple(int(i) for i in self.ids)
         n = len(self.ids)
         if n == 0 or len(set(self.ids)) != n:
@@ -161,6 +166,7 @@ class ServoArm(Robot):
         self._port = None
         self._vanished = False
         self._goal: np.ndarray | None = None
+        self._steps = 0  # ticks of this episode
 
     @property
     def calibration_path(self) -> Path | None:
@@ -399,17 +405,20 @@ class ServoArm(Robot):
                 self._goal = self._goal + np.clip(home - self._goal, -step, step)
                 self._send(self._goal)
                 time.sleep(1.0 / self.config.rate_hz)
+        self._steps = 0
         return self.observe()
 
     def act(self, action: np.ndarray) -> None:
         self._goal = np.asarray(action, np.float32)
         self._send(self._goal)
+        self._steps += 1
 
     def hold_action(self) -> np.ndarray:
         return self._goal.copy()
 
     def hold(self) -> np.ndarray:
         self._send(self._goal)
+        self._steps += 1
         return self._goal.copy()
 
     def estop(self) -> None:
@@ -418,7 +427,9 @@ class ServoArm(Robot):
         self._send(self._goal)
 
     def observe(self) -> Observation:
-        return Observation({"observation.state": self._read_positions()})
+        limit = self.config.max_episode_steps
+        return Observation({"observation.state": self._read_positions()},
+                           truncated=limit is not None and self._steps >= limit)
 
     def _close(self) -> None:
         port, self._port = self._port, None

@@ -11,7 +11,7 @@ import pytest
 rs = pytest.importorskip("pyrealsense2")
 
 from tether.launch import UsageError  # noqa: E402
-from tether.launch.teleop import open_cameras  # noqa: E402
+from tether.launch.camera_args import open_cameras  # noqa: E402
 from tether.perception.cameras import CameraError, RealSenseCamera, RealSenseConfig  # noqa: E402
 from tether.perception.cameras.realsense import capture_time, check_modes, select_device  # noqa: E402
 from tether.robot.recorder import camera_features  # noqa: E402

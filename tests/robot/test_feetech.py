@@ -86,6 +86,23 @@ def test_connect_writes_the_calibration_and_holds_where_the_arm_is(bus, calib):
         arm.disconnect()
 
 
+def test_max_episode_steps_truncates_an_episode_and_a_reset_starts_the_count_again(bus, calib):
+    arm = FeetechArm(config(bus, calib, max_episode_steps=3))
+    arm.connect()
+    try:
+        for _ in range(2):
+            assert not arm.reset(None, None).truncated
+            arm.act(np.zeros(6, np.float32))
+            arm.hold()
+            assert not arm.observe().truncated
+            arm.hold()
+            assert arm.observe().truncated
+    finally:
+        arm.disconnect()
+    with pytest.raises(ValueError, match="max_episode_steps must be >= 1 or null, got 0"):
+        config(bus, calib, max_episode_steps=0)
+
+
 def test_a_missing_servo_is_named_at_connect_and_while_running(bus, calib):
     bus.remove(4)
     with pytest.raises(FeetechError, match=r"servo 4 does not answer a ping \(wrist_flex\)"):

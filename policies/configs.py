@@ -132,7 +132,10 @@ class TrainConfig:
     """Gradient steps."""
     batch_size: int = 256
     lr: float = 3e-4
-    """Peak learning rate of AdamW (linear warm-up, then cosine decay to 0)."""
+    """Peak learning rate of AdamW (linear warm-up, then ``lr_schedule``)."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """After warm-up: cosine decay to 0 at the last step, or constant (OGBench's reference agents
+    train at a constant 3e-4, the schedule to match when comparing with their numbers)."""
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     ema_decay: float = 0.999

@@ -33,10 +33,11 @@ fi
 
 for seed in $SEEDS; do
   out=cube_gciql_s$seed
-  # OGBench trains with plain Adam 3e-4: no weight decay, no warm-up, no gradient clip
+  # OGBench trains with plain Adam at a constant 3e-4: no weight decay, warm-up, decay or clip
   nice -n 10 tether train cube_play --algo gciql --out "$out" --gciql.hidden $HIDDEN \
     --optim.batch-size "$BATCH" --optim.steps "$STEPS" --optim.checkpoint-every "$CKPT" \
-    --optim.weight-decay 0 --optim.warmup-steps 0 --optim.grad-clip 1e9 --optim.seed "$seed" \
+    --optim.weight-decay 0 --optim.warmup-steps 0 --optim.lr-schedule constant --optim.grad-clip 1e9 \
+    --optim.seed "$seed" \
     --resume > "train_s$seed.log" 2>&1
   for onnx in "$out"/checkpoints/policy_*.onnx; do
     step=$(basename "$onnx" .onnx | sed 's/policy_//')

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from tether.policies.configs import TrainConfig
-from tether.policies.train import batch_rng, resolve_device, train
+from tether.policies.train import _lr_factor, batch_rng, resolve_device, train
 
 
 class Regression(nn.Module):
@@ -40,6 +40,15 @@ def test_trains_writes_curve_and_checkpoint(tmp_path):
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     assert (tmp_path / "checkpoints/last.pt").exists()
     torch.testing.assert_close(result.ema.linear.weight, torch.tensor([[1.0, -2.0, 0.5]]), atol=0.05, rtol=0)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_or_stays_constant():
+    cosine = TrainConfig(steps=110, warmup_steps=10)
+    constant = TrainConfig(steps=110, warmup_steps=10, lr_schedule="constant")
+    for cfg in (cosine, constant):
+        assert [_lr_factor(s, cfg) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert [_lr_factor(s, cosine) for s in (10, 60, 110)] == pytest.approx([1.0, 0.5, 0.0])
+    assert [_lr_factor(s, constant) for s in (10, 60, 110)] == [1.0, 1.0, 1.0]
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):

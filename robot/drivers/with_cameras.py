@@ -43,10 +43,14 @@ class _Reader:
         Raises:
             CameraError: it cannot be opened or gives no frame within ``timeout_s``.
         """
-        self.error = None
         self._stop.clear()
-        self.camera.start()
-        self.frame = self.camera.read(self.timeout_s)
+        try:
+            self.camera.start()
+            self.frame = self.camera.read(self.timeout_s)
+        except Exception as e:
+            self.error = e  # still stopped: the next reset tries again
+            raise
+        self.error = None
         self._thread = threading.Thread(target=self._run, name=f"serve-camera-{self.camera.name}",
                                         daemon=True)
         self._thread.start()

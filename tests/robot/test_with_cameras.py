@@ -73,6 +73,10 @@ def test_a_camera_that_stops_ends_the_episode_and_the_server_runs_on(serve):
             # the next reset restarts a camera that stopped; this one stays dead: refused
             with pytest.raises(RobotLinkError, match=r"reset failed: (RobotFault|CameraError): camera 'top' "):
                 client.reset()
+            time.sleep(1.2)  # the camera's own read has timed out by now: it counts as stopped
+            for _ in range(2):  # each reset tries to start it again
+                with pytest.raises(RobotLinkError, match="reset failed: CameraError: camera 'top' delivered no frame"):
+                    client.reset()
             assert client.next_state()["seq"] > state["seq"]  # the server still ticks
         assert server.stats.faults == 1
 

@@ -10,8 +10,10 @@ its state messages with, so the two compare on one machine):
 - decode: arrival to ``next_state`` returning (msgpack and the schema check);
 - act: ``PolicyRunner.act`` (preprocessing, onnxruntime, postprocessing);
 - send: encoding and sending the command;
-- total: publication to the command sent (the server adds its own read to this);
-- gc: the garbage collector's collections that ran inside the step (``gc.callbacks``).
+- total: publication to the command sent;
+- gc: the garbage collector's collections that ran inside the step (``gc.callbacks``);
+- server: the policy step as ``tether bench loop`` reports it (the server's publication to its
+  reading the command, ``timing.command_latency_s``): total plus the server's own wake-up.
 
 The same run measures variants of the client one after the other, each against the same server:
 ``base`` (as ``tether eval`` runs), ``gc-off`` (collector disabled in the loop, one collection
@@ -61,7 +63,7 @@ class GcTimer:
 
 def run_variant(client: RobotClient, act, seconds: float, gc_off: bool, spin: bool, timer: GcTimer) -> dict:
     """Answer states for ``seconds``; returns per-part timings (us) of every step answered."""
-    rows = []
+    rows, server = [], []
     gc.collect()
     if gc_off:
         gc.disable()
@@ -75,6 +77,8 @@ def run_variant(client: RobotClient, act, seconds: float, gc_off: bool, spin: bo
                     pass
             state = client.next_state()
             got = time.monotonic()
+            if state["timing"]["command_latency_s"] is not None:
+                server.append(state["timing"]["command_latency_s"])
             if client.pending():
                 continue  # act on the newest state only, as tether eval does
             if state["done"]:
@@ -100,12 +104,15 @@ def run_variant(client: RobotClient, act, seconds: float, gc_off: bool, spin: bo
     us = {k: np.asarray(v) * 1e6 for k, v in parts.items()}
     p99 = np.percentile(us["total"], 99)
     tail = us["total"] > p99
+    server_us = np.asarray(server) * 1e6
     return {
         "steps": len(rows),
         "collections": {f"gen{g}": sum(1 for *_, gen in events if gen == g) for g in range(3)},
         "collection_max_us": max((d for _, d, _ in events), default=0.0) * 1e6,
         **{k: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
                "max": float(v.max())} for k, v in us.items()},
+        "server": {"p50": float(np.percentile(server_us, 50)), "p99": float(np.percentile(server_us, 99)),
+                   "max": float(server_us.max())},
         "tail_mean_us": {k: float(v[tail].mean()) if tail.any() else 0.0 for k, v in us.items()},
     }
 
@@ -135,7 +142,7 @@ def main() -> None:
                     r = run_variant(client, runner.act, args.seconds, gc_off, spin, timer)
                     results["variants"][name] = r
                     print(f"{name:12s} " + "  ".join(
-                        f"{k} {r[k]['p50']:.0f}/{r[k]['p99']:.0f}" for k in PARTS)
+                        f"{k} {r[k]['p50']:.0f}/{r[k]['p99']:.0f}" for k in (*PARTS, "server"))
                         + f"  (p50/p99 us; tail means: " + ", ".join(
                         f"{k} {v:.0f}" for k, v in r["tail_mean_us"].items()) + f"; collections {r['collections']})")
         finally:

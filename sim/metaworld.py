@@ -107,8 +107,14 @@ class MetaWorldTask:
 
     def reset(self, seed: int) -> np.ndarray:
         """Reset to the initial condition named by ``seed``; returns the state, float32 (39,)."""
+        import mujoco
+
         self.env.seed(int(seed))
         state, _ = self.env.reset()
+        # MetaWorld moves the goal's site in the model but leaves the derived positions stale
+        # until the first step: without this the reset frame shows the previous episode's goal
+        # (reach-v3's red dot, the only place its goal is visible to a camera).
+        mujoco.mj_forward(self.env.model, self.env.data)
         self.steps = 0
         return state.astype(np.float32)
 

@@ -29,6 +29,16 @@ def test_seed_names_one_initial_condition():
     assert a.dtype == np.float32 and a.shape == (39,)
 
 
+def test_the_reset_frame_shows_this_episodes_goal():
+    import mujoco
+
+    task = MetaWorldTask("reach-v3")
+    goal = mujoco.mj_name2id(task.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    for seed in (1, 2):  # the second reset must not show the first episode's goal
+        state = task.reset(seed)
+        np.testing.assert_allclose(task.data.site_xpos[goal], state[36:39], atol=1e-6)
+
+
 @pytest.mark.parametrize("name", DEFAULT_TASKS)
 def test_expert_solves_its_task(name):
     task, expert = MetaWorldTask(name, max_episode_steps=200), expert_policy(name)

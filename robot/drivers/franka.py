@@ -34,7 +34,11 @@ fault needs a person, the reset raises ``FrankaError`` saying so and is refused)
 (no new robot state for ``link_timeout_s``, or libfranka's ``NetworkException``) and a robot that
 cannot be reached
 raise ``FrankaError``, after which ``tether serve`` stops; the FR3 itself stops on a broken link
-(a ``communication_constraints_violation`` reflex). ``estop`` decelerates to rest along the path
+(a ``communication_constraints_violation`` reflex). libfranka's blocking commands (connect,
+collision thresholds, error recovery, the move home) wait for the Control's answer with no
+timeout, so each runs in a thread of its own and a Control that has not answered within
+``command_timeout_s`` (``home_timeout_s`` for the move home) is a lost link too: a hung Control
+never hangs the server (the waiting thread ends when the connection does). ``estop`` decelerates to rest along the path
 (franky's stop motion; the robot's own stop button is the hardware e-stop). A commanded action
 outside the spec's limits raises ``FrankaError`` before anything is sent (the robot server's
 safety layer refuses such commands before they reach the driver).
@@ -57,7 +61,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -130,6 +134,9 @@ class FrankaConfig:
             simulators and tests.
         link_timeout_s: the robot's state (1 kHz) must advance within this (s), else the link is
             lost (libfranka itself gives up after 1 s).
+        command_timeout_s: how long (s) connect, the collision thresholds and error recovery may
+            wait for the Control's answer before the link counts as lost.
+        home_timeout_s: the same for the move home at reset (s; it lasts as long as the motion).
         max_episode_steps: an episode is truncated after this many ticks (None: never).
         tasks: task names a reset may name (hardware has no task list by default).
     """
@@ -155,6 +162,8 @@ class FrankaConfig:
     collision_force_n: float = 30.0
     realtime: bool = True
     link_timeout_s: float = 0.2
+    command_timeout_s: float = 10.0
+    home_timeout_s: float = 60.0
     max_episode_steps: int | None = None
     tasks: tuple[str, ...] = field(default=())
     robot_type: str = ""
@@ -189,7 +198,8 @@ class FrankaConfig:
                              f"{list(limits['velocity'])}] rad/s, got {self.max_velocity_rad_s}")
         self.max_velocity_rad_s = speed
         for name in ("max_linear_m_s", "max_angular_rad_s", "max_linear_accel_m_s2", "max_angular_accel_rad_s2",
-                     "collision_torque_nm", "collision_force_n", "link_timeout_s"):
+                     "collision_torque_nm", "collision_force_n", "link_timeout_s", "command_timeout_s",
+                     "home_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("relative_dynamics_factor", "home_dynamics_factor"):
@@ -278,6 +288,35 @@ class FrankaArm(Robot):
         self._lost = f"lost the link to the Franka at {self.config.host} ({e}); the robot stops itself on a broken link"
         return FrankaError(self._lost)
 
+    @staticmethod
+    def _answered(what: str, timeout_s: float, command):
+        """``command()`` (a blocking libfranka call) with a deadline. It runs in a daemon thread
+        because libfranka waits inside C++ for the Control's answer, where neither a signal nor
+        the caller can interrupt it; that thread ends when the connection does.
+
+        Raises:
+            TimeoutError: no answer within ``timeout_s`` (s); the callers treat it as a lost link.
+            Whatever ``command`` raised.
+        """
+        outcome: list = []
+
+        def run():
+            try:
+                outcome.append((True, command()))
+            except BaseException as e:  # noqa: BLE001 (handed to the caller)
+                outcome.append((False, e))
+
+        thread = threading.Thread(target=run, name=f"franka {what}", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise TimeoutError(f"{what}: no answer from the Control within {timeout_s:g} s")
+        ok, value = outcome.pop()
+        if ok:
+            return value
+        # without the thread's frames: they hold the franky Robot, which must go with the driver
+        raise value.with_traceback(None)
+
     def _state(self):
         """The latest robot state (franky reads one from the network when no motion runs)."""
         try:
@@ -341,28 +380,32 @@ class FrankaArm(Robot):
     def connect(self) -> None:
         f = self._franky = _franky()
         realtime = f.RealtimeConfig.Enforce if self.config.realtime else f.RealtimeConfig.Ignore
+        self._lost = None
         # libfranka raises the thread that constructs the robot to SCHED_FIFO 99 (when allowed,
-        # even with RealtimeConfig.Ignore) and leaves it so; its 1 kHz loop runs in a thread of its
-        # own, so the caller (the robot server's loop) gets its own scheduling back, and tether
-        # serve --fifo-priority stays the one setting for it (seen: a server thread left at FIFO 99
+        # even with RealtimeConfig.Ignore) and leaves it so: that is _answered's own thread, which
+        # ends, so the caller (the robot server's loop) keeps its scheduling and tether serve
+        # --fifo-priority stays the one setting for it (seen: a server thread left at FIFO 99
         # starved the other threads of a 2-core machine).
-        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
         try:
-            self._robot = f.Robot(self.config.host, relative_dynamics_factor=self.config.relative_dynamics_factor,
-                                  realtime_config=realtime)
+            self._robot = self._answered("connect", self.config.command_timeout_s, lambda: f.Robot(
+                self.config.host, relative_dynamics_factor=self.config.relative_dynamics_factor,
+                realtime_config=realtime))
         except f.IncompatibleVersionException as e:
             raise FrankaError(f"cannot connect to the Franka at {self.config.host}: {e} (install the franky-control "
                               "whose libfranka matches the robot's system version)") from e
         except f.RealtimeException as e:
             raise FrankaError(f"cannot connect to the Franka at {self.config.host}: {e} (run a PREEMPT_RT kernel "
                               "with an rtprio limit, or set realtime: false for a simulator)") from e
-        except f.NetworkException as e:
+        except (f.NetworkException, TimeoutError) as e:
             raise FrankaError(f"cannot connect to the Franka at {self.config.host}: {e} (is FCI active in Desk, "
                               "the arm unlocked, and this computer wired to the Control's LAN port?)") from e
-        finally:
-            os.sched_setscheduler(0, policy, param)
         try:
-            self._robot.set_collision_behavior(self.config.collision_torque_nm, self.config.collision_force_n)
+            try:
+                self._answered("setting the collision thresholds", self.config.command_timeout_s,
+                               lambda: self._robot.set_collision_behavior(self.config.collision_torque_nm,
+                                                                          self.config.collision_force_n))
+            except (f.NetworkException, TimeoutError) as e:
+                raise self._lose(e) from e
             if self._has_errors():
                 self._recover()
             self._goal = np.asarray(self._state().q, np.float32)
@@ -376,11 +419,13 @@ class FrankaArm(Robot):
         f = self._franky
         before = error_names(self._state().current_errors)
         try:
-            self._robot.recover_from_errors()  # its bool can read a state from before the recovery
+            # its bool can read a state from before the recovery
+            self._answered("automatic error recovery", self.config.command_timeout_s,
+                           lambda: self._robot.recover_from_errors())
         except f.CommandException as e:
             raise FrankaError(f"automatic error recovery refused: {e}; recover the robot by hand (release the "
                               "user stop, or guide it out of the fault in Desk) and reset again") from e
-        except f.NetworkException as e:
+        except (f.NetworkException, TimeoutError) as e:
             raise self._lose(e) from e
         deadline = time.monotonic() + 0.5  # the robot states that follow the answer show it
         while self._has_errors() and time.monotonic() < deadline:
@@ -415,9 +460,10 @@ class FrankaArm(Robot):
         if self.config.home is not None:
             try:
                 self._stop_motion()  # a velocity motion and a joint motion may not follow each other live
-                self._robot.move(f.JointMotion(np.asarray(self.config.home, np.float64),
-                                               relative_dynamics_factor=self.config.home_dynamics_factor))
-            except f.NetworkException as e:
+                home = f.JointMotion(np.asarray(self.config.home, np.float64),
+                                     relative_dynamics_factor=self.config.home_dynamics_factor)
+                self._answered("the move home", self.config.home_timeout_s, lambda: self._robot.move(home))
+            except (f.NetworkException, TimeoutError) as e:
                 raise self._lose(e) from e
             except (f.ControlException, f.CommandException) as e:
                 raise self._reflex(e) from e

@@ -186,3 +186,35 @@ def test_a_pulled_cable_is_named_as_a_lost_link(peer):
         arm.disconnect()
         with pytest.raises(FrankaError, match="lost the link"):
             arm.reset(None, None)
+
+
+@pytest.mark.parametrize("hangs", ["connect", "recovery", "move home"])
+def test_a_control_that_stops_answering_commands_is_a_lost_link_not_a_hang(peer, hangs):
+    """libfranka waits for a command's answer with no timeout (inside C++, where pytest's and
+    the server's signals cannot reach): the driver gives up after command_timeout_s."""
+    from tether.robot.drivers.emulators.franka import FR3_HOME, FrankaPeer
+
+    with FrankaPeer() as own:  # deaf for good: not the module's peer
+        arm = make(own, command_timeout_s=1.0, home_timeout_s=1.0, home=FR3_HOME if hangs == "move home" else None)
+        t0 = time.monotonic()
+        if hangs == "connect":
+            own.deaf()
+            with pytest.raises(FrankaError, match=r"cannot connect .*connect: no answer from the Control within 1 s"):
+                arm.connect()
+        else:
+            arm.connect()
+            arm.reset(None, None)
+            if hangs == "recovery":
+                own.reflex(["joint_reflex"])
+                with pytest.raises(Exception, match="reflex: joint_reflex"):
+                    for _ in range(300):
+                        arm.hold()
+                        time.sleep(0.01)
+            own.deaf()
+            t0 = time.monotonic()
+            with pytest.raises(FrankaError, match=f"lost the link .*{hangs}.*: no answer from the Control within 1 s"):
+                arm.reset(None, None)
+            with pytest.raises(FrankaError, match="lost the link"):
+                arm.hold()
+            arm.disconnect()
+        assert time.monotonic() - t0 < 3.0

@@ -13,7 +13,8 @@ adds, on the wire, what a real FR3's controller does on a reflex: the running Mo
 refused (``kCommandNotPossibleRejected``) until an Automatic Error Recovery, which succeeds or,
 for a fault that needs a person, is answered ``kManualErrorRecoveryRequiredRejected``.
 ``silence`` stops the peer answering at all (a pulled cable), ``vanish`` also resets its
-connection (a controller that went away). It records every joint-position command it
+connection (a controller that went away), ``deaf`` keeps its states flowing but leaves every
+TCP command unanswered (a controller whose command handling hung: libfranka then waits for ever). It records every joint-position command it
 received (``q_c`` of the 1 kHz UDP commands), so a test can show what reached the robot.
 
 The peer imports franky-sim (MuJoCo, pinocchio) in its own process only; this module itself
@@ -152,6 +153,12 @@ class FrankaPeer:
         connection left open; libfranka notices after its 1 s receive timeout."""
         self._call("silence")
 
+    def deaf(self) -> None:
+        """The robot's controller stops handling commands (connect, move, recovery, settings):
+        each is read and never answered, while its 1 kHz states keep coming. libfranka's blocking
+        commands have no timeout: they wait for ever."""
+        self._call("deaf")
+
     def vanish(self) -> None:
         """The robot's controller goes away (powered off, rebooted): no more states, and its
         connection is reset (TCP RST), which libfranka notices at once."""
@@ -213,6 +220,7 @@ def _serve(initial_q) -> None:
         errors: tuple[bool, ...] | None = None  # latched reflex reasons
         recoverable = True
         silent = False
+        deaf = False
         q_c_min = q_c_max = None
         commands = 0
 
@@ -233,6 +241,14 @@ def _serve(initial_q) -> None:
             fault.errors = None
             self.reply(AutomaticErrorRecoveryStatus.kSuccess)
 
+    def deafened(handler):
+        class Deafened(handler):
+            def handle(self, server, *args, **kwargs):
+                if not fault.deaf:
+                    super().handle(server, *args, **kwargs)
+
+        return Deafened
+
     class PeerServer(FrankaRobotServer):
         def __init__(self, robot, hostnames):
             super().__init__(robot, hostnames)
@@ -240,6 +256,8 @@ def _serve(initial_q) -> None:
             handlers = self._FrankaServer__command_class_map
             handlers[RobotCommand.kMove] = GuardedMove
             handlers[RobotCommand.kAutomaticErrorRecovery] = Recovery
+            for command, handler in handlers.items():
+                handlers[command] = deafened(handler)
 
         def _handle_udp_command(self, data: bytes):
             cmd = UDPCommand.from_bytes(data)
@@ -346,6 +364,8 @@ def _serve(initial_q) -> None:
                     fault.commands, value = 0, None
                 elif kind == "silence":
                     fault.silent, value = True, None
+                elif kind == "deaf":
+                    fault.deaf, value = True, None
                 elif kind == "vanish":
                     fault.silent, value = True, None
                     client = rs._tcp_socket

@@ -65,8 +65,11 @@ _SERIAL = re.compile(r"[0-9A-Za-z]{1,32}")
 def _rs():
     try:
         import pyrealsense2 as rs
-    except ImportError:
+    except ModuleNotFoundError:
         raise CameraError("RealSense cameras need pyrealsense2: pip install 'tether[realsense]'") from None
+    except ImportError as e:  # installed, but a system library it links is missing
+        raise CameraError(f"pyrealsense2 is installed but does not load: {e} (librealsense needs libusb-1.0: "
+                          "apt-get install libusb-1.0-0)") from None
     return rs
 
 

@@ -345,6 +345,10 @@ class FrankaArm(Robot):
             raise self._reflex(e) from e
         except f.NetworkException as e:
             raise self._lose(e) from e
+        except f.CommandException as e:  # a motion that reached the Control after a reflex
+            if self._state().robot_mode == f.RobotMode.Reflex:
+                raise self._reflex(e) from e
+            raise FrankaError(f"franky refused the motion: {e}") from e
         state = self._state()
         if state.robot_mode == f.RobotMode.Reflex:
             raise self._reflex(None)
@@ -435,12 +439,18 @@ class FrankaArm(Robot):
                               "recover the robot by hand in Desk and reset again")
         log.warning("franka: recovered from %s", ", ".join(before) or "a reflex")
 
-    def _stop_motion(self, timeout_s: float = 5.0) -> None:
-        """Bring any running motion to rest (the stop motion of the action's kind) and wait."""
+    def _stop_motion(self) -> None:
+        """Bring any running motion to rest (the stop motion of the action's kind) and wait.
+
+        Raises:
+            TimeoutError: the motion did not end within ``command_timeout_s`` (a stop takes
+                well under a second: the Control is not answering).
+        """
         f = self._franky
         stop = f.JointStopMotion() if self.config.action == "joint" else f.CartesianVelocityStopMotion()
         self._robot.move(stop, asynchronous=True)
-        self._robot.join_motion(timeout_s)
+        if not self._robot.join_motion(self.config.command_timeout_s):
+            raise TimeoutError(f"the stop before the move home did not end within {self.config.command_timeout_s:g} s")
 
     # ---------------------------------------------------------------------- Robot interface
     def reset(self, task: str | None, seed: int | None) -> Observation:

@@ -204,6 +204,7 @@ def test_a_control_that_stops_answering_commands_is_a_lost_link_not_a_hang(peer,
         else:
             arm.connect()
             arm.reset(None, None)
+            time.sleep(0.1)
             if hangs == "recovery":
                 own.reflex(["joint_reflex"])
                 with pytest.raises(Exception, match="reflex: joint_reflex"):
@@ -212,7 +213,7 @@ def test_a_control_that_stops_answering_commands_is_a_lost_link_not_a_hang(peer,
                         time.sleep(0.01)
             own.deaf()
             t0 = time.monotonic()
-            with pytest.raises(FrankaError, match=f"lost the link .*{hangs}.*: no answer from the Control within 1 s"):
+            with pytest.raises(FrankaError, match=f"lost the link .*{hangs}.* within 1 s"):
                 arm.reset(None, None)
             with pytest.raises(FrankaError, match="lost the link"):
                 arm.hold()

@@ -38,7 +38,8 @@ raise ``FrankaError``, after which ``tether serve`` stops; the FR3 itself stops 
 collision thresholds, error recovery, the move home) wait for the Control's answer with no
 timeout, so each runs in a thread of its own and a Control that has not answered within
 ``command_timeout_s`` (``home_timeout_s`` for the move home) is a lost link too: a hung Control
-never hangs the server (the waiting thread ends when the connection does). ``estop`` decelerates to rest along the path
+never hangs the server (the waiting thread ends when the connection does). A robot object whose
+link is lost is never destroyed (see ``_never_destroyed``). ``estop`` decelerates to rest along the path
 (franky's stop motion; the robot's own stop button is the hardware e-stop). A commanded action
 outside the spec's limits raises ``FrankaError`` before anything is sent (the robot server's
 safety layer refuses such commands before they reach the driver).
@@ -59,6 +60,7 @@ limits, the values below).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import threading
@@ -250,6 +252,18 @@ def _franky():
     return franky
 
 
+def _never_destroyed(robot) -> None:
+    """Leave a ``franky.Robot`` whose link is lost alive for the rest of the process.
+
+    Its destructor sends libfranka's StopMove and waits for the answer with no timeout and with
+    the GIL held: against a Control that stopped answering (a pulled cable, a hung Control) that
+    freezes every Python thread of the process, signals and pytest-timeout included (seen:
+    ``tether serve`` and the test suite frozen in ``franka::Robot::stop``). The extra reference
+    is never released, so the destructor never runs; the OS closes its sockets at exit.
+    """
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(robot))
+
+
 def error_names(errors) -> tuple[str, ...]:
     """The flags set in a ``franky.Errors`` (libfranka's error names)."""
     return tuple(name for name in dir(type(errors))
@@ -416,7 +430,9 @@ class FrankaArm(Robot):
             if self.config.action == "joint":  # hold where it is: no jump when control starts
                 self._move(f.JointMotion(self._goal.astype(np.float64), return_when_finished=False))
         except BaseException:
-            self._robot = None
+            robot, self._robot = self._robot, None
+            if self._lost is not None:
+                _never_destroyed(robot)
             raise
 
     def _recover(self) -> None:
@@ -547,12 +563,17 @@ class FrankaArm(Robot):
 
     def disconnect(self) -> None:
         robot, self._robot = self._robot, None
-        if robot is None or self._lost is not None:
+        if robot is None:
+            return
+        if self._lost is not None:
+            _never_destroyed(robot)
             return
         f = self._franky
         stop = f.JointStopMotion() if self.config.action == "joint" else f.CartesianVelocityStopMotion()
         try:
             robot.move(stop, asynchronous=True)
-            robot.join_motion(5.0)
+            if not robot.join_motion(self.config.command_timeout_s):
+                log.warning("franka: the stop at disconnect did not end within %g s", self.config.command_timeout_s)
+                _never_destroyed(robot)
         except (f.ControlException, f.CommandException, f.NetworkException) as e:
             log.warning("franka: stopping at disconnect: %s", e)

@@ -39,8 +39,8 @@ collision thresholds, error recovery, the move home) wait for the Control's answ
 timeout, so each runs in a thread of its own and a Control that has not answered within
 ``command_timeout_s`` (``home_timeout_s`` for the move home) is a lost link too: a hung Control
 never hangs the server (the waiting thread ends when the connection does). A robot object whose
-link is lost is never destroyed (see ``_never_destroyed``). ``estop`` decelerates to rest along the path
-(franky's stop motion; the robot's own stop button is the hardware e-stop). A commanded action
+link is lost is never destroyed (see ``_never_destroyed``). ``estop`` decelerates to rest along
+the path (franky's stop motion; the robot's own stop button is the hardware e-stop). A commanded action
 outside the spec's limits raises ``FrankaError`` before anything is sent (the robot server's
 safety layer refuses such commands before they reach the driver).
 

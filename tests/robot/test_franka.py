@@ -183,7 +183,7 @@ def test_a_pulled_cable_is_named_as_a_lost_link(peer):
                 arm.observe()
                 time.sleep(0.01)
         assert time.monotonic() - t0 < 1.0  # link_timeout_s (0.2 s), not libfranka's 1 s
-        arm.disconnect()
+        arm.disconnect()  # returns: franky's destructor would wait for the silent peer with the GIL held
         with pytest.raises(FrankaError, match="lost the link"):
             arm.reset(None, None)
 

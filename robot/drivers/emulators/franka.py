@@ -14,8 +14,9 @@ refused (``kCommandNotPossibleRejected``) until an Automatic Error Recovery, whi
 for a fault that needs a person, is answered ``kManualErrorRecoveryRequiredRejected``.
 ``silence`` stops the peer answering at all (a pulled cable), ``vanish`` also resets its
 connection (a controller that went away), ``deaf`` keeps its states flowing but leaves every
-TCP command unanswered (a controller whose command handling hung: libfranka then waits for ever). It records every joint-position command it
-received (``q_c`` of the 1 kHz UDP commands), so a test can show what reached the robot.
+TCP command unanswered (a controller whose command handling hung: libfranka then waits for
+ever). It records every joint-position command it received (``q_c`` of the 1 kHz UDP
+commands), so a test can show what reached the robot.
 
 The peer imports franky-sim (MuJoCo, pinocchio) in its own process only; this module itself
 imports neither.
@@ -241,7 +242,7 @@ def _serve(initial_q) -> None:
             fault.errors = None
             self.reply(AutomaticErrorRecoveryStatus.kSuccess)
 
-    def deafened(handler):
+    def deafened(handler):  # the command is read off the socket, then dropped while deaf
         class Deafened(handler):
             def handle(self, server, *args, **kwargs):
                 if not fault.deaf:

@@ -99,6 +99,9 @@ def build_probe(config: str, cameras: list[str], hw: tuple[int, int]) -> GoalPro
 
 
 def run(config: str, frames, goals, train_eps, test_eps, cameras, steps, batch_size, seed) -> dict:
+    """Train one probe (``config``: IMAGE_SIZE:CHANNELS or a policy.pt) for ``steps`` AdamW steps
+    of batch ``batch_size`` on the ``train_eps`` episodes; its error on ``test_eps`` (cm, share
+    within 5 cm) beside the mean-goal baseline's."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_probe(config, cameras, frames[0][cameras[0]].shape[1:3])

@@ -91,7 +91,7 @@ def build_policy(kind: str, cfg: BesoConfig, dims: dict, visuomotor: dict | None
     if visuomotor is None:
         return KINDS[kind](cfg, **dims)
     obs = dict(visuomotor["observation"])
-    for key in ("state_dims", "cameras", "channels"):
+    for key in ("state_dims", "cameras", "channels", "aux_state_dims"):
         if obs.get(key) is not None:
             obs[key] = tuple(obs[key])
     # weights come from the checkpoint: never fetch pre-trained ones again on load

@@ -122,6 +122,14 @@ class ObservationConfig:
     """open_clip architecture of the clip encoder and of language goals' text tower."""
     freeze_encoder: bool = False
     """Keep the image encoder's pre-trained weights fixed (its projection still trains)."""
+    aux_state_dims: tuple[int, ...] = ()
+    """Training only: elements of ``observation.state`` the camera features learn to predict
+    (a linear head, mean squared error on normalized values, weight ``aux_weight``): the pose
+    regression Levine, Finn et al. (JMLR 2016) pre-train their visuomotor encoder with.
+    In simulation the objects' and goal's poses teach the encoders where those are; the policy
+    never reads them, so what it is deployed with stays pixels + proprioception. Empty: none."""
+    aux_weight: float = 1.0
+    """Weight of the auxiliary loss beside BESO's (or GCBC's)."""
 
 
 @dataclass

@@ -15,12 +15,20 @@ embedding is projected into the image encoder's feature space, and each training
 conditioned on its goal image or its language goal at random, so that one policy follows
 whichever it is given. MDT's auxiliary losses (contrastive alignment of the two goal kinds, masked
 foresight) are not part of it.
+
+Auxiliary pose regression (``ObservationConfig.aux_state_dims``, training only): a linear head
+from the camera features to chosen ``observation.state`` elements, e.g. the objects' and goal's
+positions a simulator knows, as Levine, Finn et al. (JMLR 2016) pre-train their encoder; the
+exported policy does not contain it and reads only what ``state_dims`` and the cameras give.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from tether.policies.beso import Beso
 from tether.policies.configs import BesoConfig, ObservationConfig
@@ -47,6 +55,29 @@ def state_dims(cfg: ObservationConfig, state_dim: int) -> tuple[int, ...]:
         raise ValueError(f"--obs.state-dims {list(dims)} repeats an element")
     if not dims and not cfg.cameras:
         raise ValueError("--obs.state-dims selects nothing and no --obs.cameras are read: the policy would be blind")
+    return dims
+
+
+def aux_state_dims(cfg: ObservationConfig, state_dim: int) -> tuple[int, ...]:
+    """The ``observation.state`` elements the camera features learn to predict in training
+    (``ObservationConfig.aux_state_dims``).
+
+    Raises:
+        ValueError: a dim outside the state, a repeated dim, no cameras to learn them, or a
+            negative or non-finite ``aux_weight``.
+    """
+    dims = tuple(cfg.aux_state_dims)
+    if not dims:
+        return dims
+    bad = [d for d in dims if not 0 <= d < state_dim]
+    if bad:
+        raise ValueError(f"--obs.aux-state-dims {bad} lie outside observation.state ({state_dim} elements)")
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"--obs.aux-state-dims {list(dims)} repeats an element")
+    if not cfg.cameras:
+        raise ValueError("--obs.aux-state-dims needs --obs.cameras: the camera features learn to predict them")
+    if not (math.isfinite(cfg.aux_weight) and cfg.aux_weight >= 0):
+        raise ValueError(f"--obs.aux-weight must be a finite number >= 0, got {cfg.aux_weight}")
     return dims
 
 
@@ -112,6 +143,9 @@ class VisuomotorPolicy(nn.Module):
         image_goal_prob: multimodal goals: the share of training samples conditioned on their
             goal image (the others on their language goal).
 
+    With ``obs_cfg.aux_state_dims``, ``aux_head`` (training only) maps the camera features
+    [B,T,cameras x F] to those state elements (module docstring).
+
     Methods take ``frames``: a dict camera key -> uint8 [B,T,H,W,3], and for image goals
     ``goal_image`` uint8 [B,H,W,3] in place of ``goal``; multimodal goals take both (``goal`` the
     language embedding [B,E]) and, at run time, ``goal_is_image`` float [B,1] (1: follow the image).
@@ -140,6 +174,11 @@ class VisuomotorPolicy(nn.Module):
         if self.multimodal:
             self.language_projection = nn.Linear(self.task_embeddings.shape[1], obs_cfg.feature_dim)
         self.policy = (Beso if kind == "beso" else Gcbc)(cfg, self.encoder.out_dim, action_dim, goal_dim)
+        aux = aux_state_dims(obs_cfg, state_dim)
+        # not persistent: checkpoints from before the auxiliary head load as they were
+        self.register_buffer("aux_dims", torch.as_tensor(aux, dtype=torch.long), persistent=False)
+        camera_features = len(self.encoder.cameras) * obs_cfg.feature_dim
+        self.aux_head = nn.Linear(camera_features, len(aux)) if aux else None
         self.action_dim = action_dim
         self.length = self.policy.length
         self.state_dim = state_dim
@@ -177,7 +216,12 @@ class VisuomotorPolicy(nn.Module):
         if self.multimodal:
             is_image = (torch.rand(obs.shape[0], 1, generator=generator) < self.image_goal_prob).to(obs)
         tokens, goal = self.encode(obs, frames, goal, goal_image, is_image)
-        return self.policy.loss(tokens, actions, goal, generator, action_pad)
+        loss = self.policy.loss(tokens, actions, goal, generator, action_pad)
+        if self.aux_head is None:
+            return loss
+        camera_features = tokens[..., self.encoder.state_dims.numel():]
+        target = obs.index_select(2, self.aux_dims)
+        return loss + self.obs_cfg.aux_weight * F.mse_loss(self.aux_head(camera_features), target)
 
     def act(self, obs: torch.Tensor, frames, goal: torch.Tensor | None, goal_image: torch.Tensor | None,
             noise: torch.Tensor | None = None, goal_is_image: torch.Tensor | None = None) -> torch.Tensor:

@@ -46,6 +46,31 @@ def serve_in_thread(robot, **kwargs):
         raise errors[0]
 
 
+@pytest.fixture(autouse=True)
+def _realtime_runs_alone(request, tmp_path_factory):
+    """Under pytest-xdist, a test marked ``realtime`` (it holds real-time deadlines: a 1 kHz
+    franky-sim, servo emulators on ptys, a control loop's tick counts) runs with no other worker's
+    test beside it, so that its timing is what the code does on 2 cores, not the share another
+    test leaves it. Every test holds a shared lock, a real-time one the exclusive lock (``flock``
+    on a file every worker of the run sees); a gate lock taken first keeps a waiting real-time
+    test from being starved by the others' shared locks. One process: nothing to do."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp().parent  # shared by the run's workers (pytest-xdist docs)
+    exclusive = request.node.get_closest_marker("realtime") is not None
+    with open(root / "tests.gate", "a") as gate, open(root / "tests.cpu", "a") as cpu:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(cpu, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(cpu, fcntl.LOCK_UN)
+
+
 @pytest.fixture
 def pty_pair():
     """A pseudo-terminal (master fd, slave fd): a test types on the master what a terminal
@@ -303,15 +328,17 @@ def draw_target(target: np.ndarray, size: int) -> np.ndarray:
 
 
 def target_dataset(root, episodes: int = 16, length: int = 20, seed: int = 0, sizes=((32, 32), (24, 32)),
-                   rate_hz: float = 10.0):
+                   rate_hz: float = 10.0, target_in_state: bool = False):
     """Write the dataset to ``root`` (cameras ``observation.images.cam0``.. of the ``sizes`` (H, W)).
     Episodes alternate between the tasks: "reach the target" moves toward it, "stay still" does
-    not move. Returns ``root``."""
+    not move. ``observation.state`` is the position (2), then with ``target_in_state`` the target
+    (2: what a simulator knows and a camera shows). Returns ``root``."""
     from tether.robot.dataset import DatasetWriter
     from tether.robot.spec import Feature, RobotSpec
 
     cams = {f"observation.images.cam{i}": Feature("uint8", (h, w, 3), unit="pixel") for i, (h, w) in enumerate(sizes)}
-    spec = RobotSpec("target-mass", rate_hz, {"observation.state": Feature("float32", (2,)), **cams},
+    state_dim = 4 if target_in_state else 2
+    spec = RobotSpec("target-mass", rate_hz, {"observation.state": Feature("float32", (state_dim,)), **cams},
                      Feature("float32", (2,), low=(-1.0, -1.0), high=(1.0, 1.0)), tasks=TARGET_TASKS)
     writer = DatasetWriter(root, spec, fps=rate_hz)
     rng = np.random.default_rng(seed)
@@ -321,7 +348,7 @@ def target_dataset(root, episodes: int = 16, length: int = 20, seed: int = 0, si
         pos = rng.uniform(-0.8, 0.8, 2)
         states, actions = [], []
         for _ in range(length):
-            states.append(pos.copy())
+            states.append(np.concatenate([pos, target]) if target_in_state else pos.copy())
             a = np.clip(2 * (target - pos), -1, 1) if task == TARGET_TASKS[0] else np.zeros(2)
             actions.append(a)
             pos = pos + a / rate_hz

@@ -14,7 +14,7 @@ from tether.policies.configs import BesoConfig, GoalConfig, ObservationConfig, T
 from tether.policies.export import export_policy, parity
 from tether.policies.image_encoders import ImagePreprocess, build_image_encoder
 from tether.policies.sequence_data import SequenceData
-from tether.policies.visuomotor import VisuomotorPolicy, state_dims
+from tether.policies.visuomotor import VisuomotorPolicy, aux_state_dims, state_dims
 from tether.robot.dataset import Dataset, DatasetError
 from tether.robot.runner import PolicyRunner
 from tether.robot.spec import SpecError
@@ -55,6 +55,70 @@ def test_state_dims_are_checked():
         state_dims(ObservationConfig(state_dims=(0, 5)), 3)
     with pytest.raises(ValueError, match="blind"):
         state_dims(ObservationConfig(state_dims=()), 3)
+
+
+def test_aux_state_dims_are_checked():
+    cams = ObservationConfig(cameras=("cam0",))
+    assert aux_state_dims(dataclasses.replace(cams, aux_state_dims=(3, 1)), 4) == (3, 1)
+    assert aux_state_dims(ObservationConfig(), 4) == ()
+    with pytest.raises(ValueError, match=r"--obs.aux-state-dims \[4\] lie outside observation.state \(4"):
+        aux_state_dims(dataclasses.replace(cams, aux_state_dims=(2, 4)), 4)
+    with pytest.raises(ValueError, match=r"--obs.aux-state-dims \[2, 2\] repeats"):
+        aux_state_dims(dataclasses.replace(cams, aux_state_dims=(2, 2)), 4)
+    with pytest.raises(ValueError, match="--obs.aux-state-dims needs --obs.cameras"):
+        aux_state_dims(ObservationConfig(aux_state_dims=(2,)), 4)
+    with pytest.raises(ValueError, match="--obs.aux-weight must be a finite number >= 0, got nan"):
+        aux_state_dims(dataclasses.replace(cams, aux_state_dims=(2,), aux_weight=float("nan")), 4)
+
+
+@pytest.fixture(scope="module")
+def target_in_state(tmp_path_factory, target_data):
+    """The target dataset whose state also holds the target (what a simulator knows)."""
+    return target_data.write(tmp_path_factory.mktemp("vm_aux") / "ds", target_in_state=True)
+
+
+def test_aux_pose_regression_teaches_the_camera_features_where_the_target_is(target_in_state, tmp_path, one_thread):
+    """The policy reads the position and the frames; the head learns the target (state 2, 3)
+    from the camera features, and the exported graph neither holds the head nor reads the target."""
+    from tether.policies.train import train
+
+    torch.manual_seed(0)
+    obs = dataclasses.replace(OBS, cameras=("cam0",), state_dims=(0, 1), aux_state_dims=(2, 3))
+    data = SequenceData.from_dataset(target_in_state, 1, 1, GoalConfig(), obs, cache_dir=tmp_path / "c")
+    cfg = dataclasses.replace(SMALL, action_horizon=1, window=1)
+    model = build(data, "gcbc", obs, cfg)
+    untrained = _aux_error(model, data)
+    optim = TrainConfig(steps=150, batch_size=32, warmup_steps=10, lr=2e-3, ema_decay=0.9)
+    ema = train(model, data.batches(optim.batch_size), optim).ema
+    # normalized targets: predicting their mean errs by about 1
+    assert _aux_error(ema, data) < 0.2 < untrained, (_aux_error(ema, data), untrained)
+
+    spec = Dataset(target_in_state).spec
+    path = export_policy(ema, data.normalizer, spec, data.tasks, tmp_path / "p.onnx", data.goal_dims)
+    assert parity(ema, data.normalizer, spec, path, len(data.tasks), goal_dims=data.goal_dims) <= 1e-4
+    import onnx
+
+    graph = onnx.load(path).graph
+    assert not [i for i in graph.initializer if "aux_head" in i.name]
+    runner = PolicyRunner(path)
+    runner.reset(data.tasks[0])
+    state = np.array([0.1, 0.2, 0.0, 0.0], np.float32)
+    image = np.zeros((32, 32, 3), np.uint8)
+    a = runner.act({"observation.state": state, "observation.images.cam0": image})
+    runner.reset(data.tasks[0])
+    b = runner.act({"observation.state": state + [0, 0, 0.5, -0.5], "observation.images.cam0": image})
+    assert np.array_equal(a, b), "the deployed policy must not read the auxiliary targets"
+
+
+def _aux_error(model: VisuomotorPolicy, data: SequenceData) -> float:
+    """Mean squared error of the auxiliary head on a held-out batch (normalized state)."""
+    batch = data.batches(256, seed=99)(0)
+    model.eval()
+    with torch.no_grad():
+        frames = [batch["frames"][k] for k in model.encoder.cameras]
+        tokens = model.encoder(batch["obs"], frames)
+        pred = model.aux_head(tokens[..., model.encoder.state_dims.numel():])
+    return float(((pred - batch["obs"][..., model.aux_dims]) ** 2).mean())
 
 
 def test_a_camera_the_dataset_lacks_is_named(dataset):

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 
 def test_bench_loop_reports_every_figure_per_rate_under_a_fuzzer(tmp_path):
     proc = subprocess.run(

@@ -14,6 +14,8 @@ from tether.robot.dataset import Dataset
 from tether.robot.runner import PolicyRunner
 from tether.robot.video import read_mp4
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 TASKS = ("reach-v3", "drawer-open-v3", "button-press-topdown-v3")
 # The same path as `tether demo --quick` (scripted experts through a robot server, BESO, ONNX export,
 # a lock-stepped evaluation from a torch-free process over ZeroMQ), small. 300 steps need a faster EMA

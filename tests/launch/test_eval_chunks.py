@@ -23,6 +23,8 @@ from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
 from tether.robot.runner import PolicyRunner
 from tether.robot.spec import SpecError
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 
 def chunk_policy(path, spec, weights, horizon, step):
     """A tether ONNX chunk policy: ``weights`` [T*S, A] over the flattened window of T states,

@@ -14,6 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tether.launch import processes
 from tether.robot.drivers.franka import FrankaConfig
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 pytest.importorskip("franky", reason="install tether[franka]")
 pytest.importorskip("franky_sim", reason="install tether[franka-sim]")
 

@@ -15,6 +15,8 @@ from tether.launch.cli import main
 from tether.robot.dataset import Dataset, DatasetWriter
 from tether.robot.spec import Feature, RobotSpec
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 SPEC = RobotSpec(
     "toy", 10.0,
     {"observation.state": Feature("float32", (3,), ("a", "b", "c"), "rad"),

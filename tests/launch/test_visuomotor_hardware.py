@@ -20,6 +20,8 @@ from tether.robot.drivers.emulators.sts import STSBus, zero_pose_calibration  # 
 from tether.robot.drivers.feetech import SO101_JOINTS  # noqa: E402
 from tether.robot.recorder import Recorder  # noqa: E402
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 IDS = (1, 2, 3, 4, 5, 6)
 RATE, STEPS = 20.0, 15
 

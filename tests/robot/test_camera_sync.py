@@ -10,6 +10,8 @@ import pytest
 from tether.perception.cameras import CameraError, Frame
 from tether.robot.camera_sync import CameraStream
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 
 class ListCamera:
     """A camera whose frames (and capture times) are given up front: all are queued at once."""

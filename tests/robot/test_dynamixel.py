@@ -16,6 +16,8 @@ from tether.robot.drivers.dynamixel import (  # noqa: E402
 )
 from tether.robot.drivers.emulators.dynamixel import ServoChain, crc16  # noqa: E402
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 
 @pytest.fixture
 def chain():

@@ -9,10 +9,13 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from tether.launch.processes import free_tcp_address, start, stop, wait_for_server
 from tether.robot.client import RobotClient
 from tether.robot.drivers.pointmass import PointMassRobot
+
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
 
 
 def python(code: str) -> subprocess.Popen:

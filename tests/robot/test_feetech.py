@@ -20,6 +20,8 @@ from tether.robot.drivers.emulators.sts import STSBus, checksum, zero_pose_calib
 from tether.robot.drivers.feetech import SO101_JOINTS, FeetechArm, FeetechConfig, FeetechError  # noqa: E402
 from tether.robot.drivers.servo_arm import to_ticks  # noqa: E402
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 IDS = (1, 2, 3, 4, 5, 6)
 RAW_ZERO = (3000, 1000, 2048, 500, 3500, 2100)  # where each shaft sits in the zero pose: servos mounted anyhow
 

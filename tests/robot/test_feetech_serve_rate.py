@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 pytest.importorskip("scservo_sdk", reason="install tether[feetech]")
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "protocols" / "feetech_serve_rate.py"

@@ -13,6 +13,8 @@ import pytest
 
 from tether.robot.drivers.franka import MODELS, FrankaArm, FrankaConfig, FrankaError, _franky
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 
 def test_bad_configs_are_refused_in_one_line():
     cases = [

@@ -12,6 +12,8 @@ from tether.robot.client import RobotClient, RobotLinkError
 from tether.robot.drivers.pointmass import PointMassRobot, pointmass_spec
 from tether.robot.spec import RobotSpec, SpecMismatchError
 
+pytestmark = pytest.mark.realtime  # see tests/conftest.py: runs alone under pytest-xdist
+
 
 def drive_to_origin(client: RobotClient, seed: int = 0, max_steps: int = 400,
                     periods: list[float] | None = None) -> dict:

@@ -219,9 +219,19 @@ class VisuomotorPolicy(nn.Module):
         loss = self.policy.loss(tokens, actions, goal, generator, action_pad)
         if self.aux_head is None:
             return loss
-        camera_features = tokens[..., self.encoder.state_dims.numel():]
         target = obs.index_select(2, self.aux_dims)
-        return loss + self.obs_cfg.aux_weight * F.mse_loss(self.aux_head(camera_features), target)
+        return loss + self.obs_cfg.aux_weight * F.mse_loss(self.predict_aux(tokens), target)
+
+    def predict_aux(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head's prediction [B,T,len(aux dims)] of the normalized state elements
+        ``obs_cfg.aux_state_dims`` from observation tokens [B,T,D] (their camera features).
+
+        Raises:
+            RuntimeError: the policy was built without auxiliary dims.
+        """
+        if self.aux_head is None:
+            raise RuntimeError("this policy has no auxiliary head (--obs.aux-state-dims was empty)")
+        return self.aux_head(tokens[..., self.encoder.state_dims.numel():])
 
     def act(self, obs: torch.Tensor, frames, goal: torch.Tensor | None, goal_image: torch.Tensor | None,
             noise: torch.Tensor | None = None, goal_is_image: torch.Tensor | None = None) -> torch.Tensor:

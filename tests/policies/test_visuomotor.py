@@ -116,8 +116,7 @@ def _aux_error(model: VisuomotorPolicy, data: SequenceData) -> float:
     model.eval()
     with torch.no_grad():
         frames = [batch["frames"][k] for k in model.encoder.cameras]
-        tokens = model.encoder(batch["obs"], frames)
-        pred = model.aux_head(tokens[..., model.encoder.state_dims.numel():])
+        pred = model.predict_aux(model.encoder(batch["obs"], frames))
     return float(((pred - batch["obs"][..., model.aux_dims]) ** 2).mean())
 
 

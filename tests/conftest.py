@@ -15,6 +15,12 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # Each pytest-xdist worker (and each CLI its tests start) gets its share of the cores for
+    # torch's thread pool: two workers of two threads each on two cores spin against each other.
+    # Set before anything imports torch, which reads it once.
+    _share = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 
 from tether.launch.processes import free_tcp_address  # noqa: E402
 from tether.robot.server import RobotServer  # noqa: E402
@@ -46,21 +52,14 @@ def serve_in_thread(robot, **kwargs):
         raise errors[0]
 
 
-@pytest.fixture(autouse=True)
-def _realtime_runs_alone(request, tmp_path_factory):
-    """Under pytest-xdist, a test marked ``realtime`` (it holds real-time deadlines: a 1 kHz
-    franky-sim, servo emulators on ptys, a control loop's tick counts) runs with no other worker's
-    test beside it, so that its timing is what the code does on 2 cores, not the share another
-    test leaves it. Every test holds a shared lock, a real-time one the exclusive lock (``flock``
-    on a file every worker of the run sees); a gate lock taken first keeps a waiting real-time
-    test from being starved by the others' shared locks. One process: nothing to do."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        yield
-        return
+@contextlib.contextmanager
+def _cpu_lock(tmp_path_factory, exclusive: bool):
+    """Hold the run's CPU lock (``flock`` on a file every pytest-xdist worker of the run sees),
+    shared or exclusive; a gate lock taken first keeps a waiting exclusive holder from being
+    starved by the others' shared locks."""
     import fcntl
 
     root = tmp_path_factory.getbasetemp().parent  # shared by the run's workers (pytest-xdist docs)
-    exclusive = request.node.get_closest_marker("realtime") is not None
     with open(root / "tests.gate", "a") as gate, open(root / "tests.cpu", "a") as cpu:
         fcntl.flock(gate, fcntl.LOCK_EX)
         fcntl.flock(cpu, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -69,6 +68,37 @@ def _realtime_runs_alone(request, tmp_path_factory):
             yield
         finally:
             fcntl.flock(cpu, fcntl.LOCK_UN)
+
+
+def _realtime(node) -> bool:
+    return node.get_closest_marker("realtime") is not None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _realtime_module_runs_alone(request, tmp_path_factory):
+    """Under pytest-xdist, a module marked ``realtime`` (its tests hold real-time deadlines: a
+    1 kHz franky-sim, servo emulators on ptys, a control loop's tick counts) runs with no other
+    worker's test beside it, so that its timing is what the code does on 2 cores, not the share
+    another test leaves it. The lock is held for the whole module (``--dist loadfile`` keeps a
+    module on one worker): taken per test, each of about 90 real-time tests waited for the test in
+    progress on the other worker. One process: nothing to do."""
+    if "PYTEST_XDIST_WORKER" not in os.environ or not _realtime(request.node):
+        yield
+        return
+    with _cpu_lock(tmp_path_factory, exclusive=True):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _realtime_runs_alone(request, tmp_path_factory):
+    """Under pytest-xdist, every test of a module not marked ``realtime`` holds the CPU lock
+    shared, a test marked ``realtime`` on its own holds it exclusive (see
+    ``_realtime_module_runs_alone``, which holds it for the realtime modules)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ or _realtime(request.node.getparent(pytest.Module)):
+        yield
+        return
+    with _cpu_lock(tmp_path_factory, exclusive=_realtime(request.node)):
+        yield
 
 
 @pytest.fixture

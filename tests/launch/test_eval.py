@@ -9,6 +9,7 @@ runner's per-episode noise seeding is part of what must agree between the paths.
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,11 @@ def test_operator_protocol_through_a_pty(serve, tmp_path, pipe_lines):
             key(b"\r", "running")
             key(b" ", "E-STOP tripped")  # episode 3: the server's e-stop trips
             out.wait_for("Verdict?")
+            # The client's estop message is fire-and-forget: the 20 Hz server reads it on its next
+            # tick, which may come after tether eval has already asked for the verdict.
+            deadline = time.monotonic() + 2.0
+            while server.stats.estops == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
             assert server.stats.estops == 1 and server._estop
             key(b"f", "recorded: failure")
             out.wait_for("press Enter to start")

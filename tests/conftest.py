@@ -90,7 +90,7 @@ def _realtime_module_runs_alone(request, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _realtime_runs_alone(request, tmp_path_factory):
+def _cpu_share_per_test(request, tmp_path_factory):
     """Under pytest-xdist, every test of a module not marked ``realtime`` holds the CPU lock
     shared, a test marked ``realtime`` on its own holds it exclusive (see
     ``_realtime_module_runs_alone``, which holds it for the realtime modules)."""
@@ -99,6 +99,22 @@ def _realtime_runs_alone(request, tmp_path_factory):
         return
     with _cpu_lock(tmp_path_factory, exclusive=_realtime(request.node)):
         yield
+
+
+def _wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def wait_until():
+    """``wait_until(condition, timeout_s, what)`` polls ``condition()`` every 10 ms until it holds;
+    past ``timeout_s`` (s) it fails the test naming ``what``. For what another thread or process
+    does on its own clock (a server's next tick, a learner's weights)."""
+    return _wait_until
 
 
 @pytest.fixture

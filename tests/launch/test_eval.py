@@ -9,7 +9,6 @@ runner's per-episode noise seeding is part of what must agree between the paths.
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +143,7 @@ def test_deterministic_feeds_zero_noise_in_every_worker(tmp_path):
     assert outcomes(sampled) != reference
 
 
-def test_operator_protocol_through_a_pty(serve, tmp_path, pipe_lines):
+def test_operator_protocol_through_a_pty(serve, tmp_path, pipe_lines, wait_until):
     """Keys on a real pseudo-terminal: start, success, re-do, failure, abort, the e-stop
     (trips the server's, then must be cleared before the next start) and a verdict after the
     server ends an episode. The policy stands still, so only the operator or the step limit
@@ -184,9 +183,7 @@ def test_operator_protocol_through_a_pty(serve, tmp_path, pipe_lines):
             out.wait_for("Verdict?")
             # The client's estop message is fire-and-forget: the 20 Hz server reads it on its next
             # tick, which may come after tether eval has already asked for the verdict.
-            deadline = time.monotonic() + 2.0
-            while server.stats.estops == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: server.stats.estops > 0, 2.0, "the server to read the estop message")
             assert server.stats.estops == 1 and server._estop
             key(b"f", "recorded: failure")
             out.wait_for("press Enter to start")

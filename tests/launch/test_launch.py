@@ -86,14 +86,7 @@ def run_in_thread(supervisor: Supervisor) -> tuple[threading.Thread, list[int]]:
     return thread, code
 
 
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def test_crashing_process_is_restarted_while_the_robot_holds(tmp_path):
+def test_crashing_process_is_restarted_while_the_robot_holds(tmp_path, wait_until):
     # Backoff 0.6 s (then 1.2 s): the window checked below, from 0.2 s after a crash to the restart,
     # is then 0.4 s (40 ticks at 100 Hz, at least 5 observed) even where a loaded machine delivers
     # the observer's states late; at 0.3 s it was 0.1 s.
@@ -104,7 +97,7 @@ def test_crashing_process_is_restarted_while_the_robot_holds(tmp_path):
     supervisor = Supervisor(launch, Console(file=out, width=200), log_dir=tmp_path / "logs")
     thread, code = run_in_thread(supervisor)
     try:
-        wait_for(lambda: supervisor.slots["robot"].healthy, 30, "the robot server")
+        wait_until(lambda: supervisor.slots["robot"].healthy, 30, "the robot server")
         states = []
         with RobotClient(launch.vars["robot"], role="observer", name="test") as observer:
             # Observe until the crasher has been given up on and the robot has held a while.
@@ -157,7 +150,7 @@ def test_critical_process_exit_estops_the_robot_and_shuts_down(tmp_path):
     assert supervisor.restarts["client"] == 0
 
 
-def test_ctrl_c_estops_the_robot_first_then_stops_the_others_and_the_server_last(tmp_path):
+def test_ctrl_c_estops_the_robot_first_then_stops_the_others_and_the_server_last(tmp_path, wait_until):
     path = robot_and(tmp_path, WORKER, "stop_timeout_s: 5\n")
     logs = tmp_path / "logs"
     proc = subprocess.Popen(
@@ -165,7 +158,7 @@ def test_ctrl_c_estops_the_robot_first_then_stops_the_others_and_the_server_last
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
-        wait_for(lambda: (logs / "client.log").exists() and "ready" in (logs / "client.log").read_text(),
+        wait_until(lambda: (logs / "client.log").exists() and "ready" in (logs / "client.log").read_text(),
                  30, "the worker")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)

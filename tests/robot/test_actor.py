@@ -139,15 +139,7 @@ def start_learner(ckpt, address, out):
     return subprocess.Popen(tether_command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def wait_until(condition, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def test_learner_crash_actor_keeps_acting_then_reconnects(tmp_path, robot):
+def test_learner_crash_actor_keeps_acting_then_reconnects(tmp_path, robot, wait_until):
     ckpt = calql_checkpoint(tmp_path / "ckpt.pt")
     address, out = free_tcp_address(), tmp_path / "learner"
     learner = start_learner(ckpt, address, out)
@@ -175,7 +167,7 @@ def test_learner_crash_actor_keeps_acting_then_reconnects(tmp_path, robot):
     assert actor.stats.swaps >= 3
 
 
-def test_restarted_actor_gets_weights_and_the_learner_keeps_its_buffer(tmp_path, robot):
+def test_restarted_actor_gets_weights_and_the_learner_keeps_its_buffer(tmp_path, robot, wait_until):
     from tether.policies.learner import Learner
 
     ckpt = calql_checkpoint(tmp_path / "ckpt.pt")

@@ -328,6 +328,18 @@ class ServoArm(Robot):
             return f"the {self.kind} arm on {self.config.port} is not calibrated: {path} does not exist; create it with `{make}`"
         return None
 
+    def _ping(self, servo_id: int) -> None:
+        """Ping one servo, ``bus_tries`` times before its silence is an error: a reply can miss
+        the SDK's window (twice the USB adapter's 16 ms latency timer, + 2 ms) on a busy host, as
+        the first packets after opening a port often do on hardware."""
+        for _ in range(self.bus_tries):
+            _, result, error = self._io(self._packet.ping, self._port, servo_id)
+            if result != self._comm_timeout:
+                break
+            self._drain()
+        what = f"servo {servo_id} does not answer a ping ({self._joint(servo_id)})"
+        self._check(result, error, what if result != self._comm_timeout else f"{what} in {self.bus_tries} tries")
+
     def open_bus(self) -> None:
         """Open the port, ping every servo, turn its torque off and set position control. The
         arm is then limp and readable (``read_ticks``); ``connect`` does this first.
@@ -351,8 +363,7 @@ class ServoArm(Robot):
             raise self.error(f"cannot open {cfg.port} at {cfg.baudrate} baud")
         try:
             for servo_id in cfg.ids:
-                _, result, error = self._io(self._packet.ping, self._port, servo_id)
-                self._check(result, error, f"servo {servo_id} does not answer a ping ({self._joint(servo_id)})")
+                self._ping(servo_id)
             for servo_id in cfg.ids:
                 self._write(servo_id, self.TORQUE_ENABLE, 0)  # EEPROM and mode are writable torque-off
                 self._prepare(servo_id)

@@ -87,6 +87,16 @@ def test_reset_moves_home_within_the_speed_limit(chain):
         arm.disconnect()
 
 
+def test_a_lost_ping_reply_is_retried_and_a_silent_servo_named_after_its_tries(chain):
+    chain.drop(2, 2)
+    arm = DynamixelArm(config(chain))
+    arm.connect()
+    arm.disconnect()
+    chain.drop(2, 3)
+    with pytest.raises(DynamixelError, match=r"servo 2 does not answer a ping \(joint_2\) in 3 tries"):
+        DynamixelArm(config(chain)).connect()
+
+
 def test_missing_servo_and_missing_port_are_named(chain):
     with pytest.raises(DynamixelError, match="servo 7 does not answer a ping"):
         DynamixelArm(DynamixelConfig(port=chain.port, ids=(1, 7))).connect()

@@ -46,7 +46,8 @@ class ServoChain(PtyBus):
     """X-series servos with IDs ``ids`` behind a pty: control tables of 256 bytes, shafts at
     ``start_ticks`` (actual position, before the homing offset).
 
-    Faults: ``remove(id)`` (the servo stops answering), ``vanish()`` (the port disappears).
+    Faults: ``remove(id)`` (the servo stops answering), ``drop(id, n)`` (its next n replies are
+    lost on the bus), ``vanish()`` (the port disappears).
     """
 
     def __init__(self, ids, start_ticks=2048, ticks_per_read=40):
@@ -59,12 +60,18 @@ class ServoChain(PtyBus):
             table[116:120] = table[132:136]
         self.ticks_per_read = ticks_per_read
         self.absent: set[int] = set()
+        self.dropped: dict[int, int] = {}
         self.goals: dict[int, list[int]] = {i: [] for i in ids}
 
     def remove(self, dxl_id: int) -> None:
         """The servo stops answering (a cut cable, a dead servo)."""
         with self.lock:
             self.absent.add(dxl_id)
+
+    def drop(self, dxl_id: int, replies: int) -> None:
+        """Lose the servo's next ``replies`` replies (noise on the bus; a reply that came late)."""
+        with self.lock:
+            self.dropped[dxl_id] = replies
 
     def move_to(self, dxl_id: int, actual_tick: int) -> None:
         """Move the shaft by hand (an operator moving a limp arm)."""
@@ -128,6 +135,9 @@ class ServoChain(PtyBus):
             self.handle(packet[4], packet[7], packet[8:-2].replace(b"\xff\xff\xfd\xfd", b"\xff\xff\xfd"))
 
     def _answers(self, dxl_id: int) -> bool:
+        if self.dropped.get(dxl_id, 0) > 0:
+            self.dropped[dxl_id] -= 1
+            return False
         return dxl_id in self.tables and dxl_id not in self.absent
 
     def handle(self, dxl_id, inst, params):

@@ -446,12 +446,26 @@ def collect_ocbench(
     return result
 
 
+def planned_episodes(cfg: CollectConfig) -> int:
+    """How many episodes ``cfg`` records (the progress bar's total): ``--episodes`` per task for
+    MetaWorld and OCBench, ``--episodes`` for OGBench (a bad ``--env`` is left to ``collect``)."""
+    if cfg.env == "metaworld":
+        return cfg.episodes * len(cfg.tasks)
+    if cfg.env.startswith("ocbench:"):
+        from tether.sim import ocbench
+
+        name = cfg.env.partition(":")[2]
+        if name in ocbench.ENVS:
+            return cfg.episodes * len(ocbench.tasks_of(name) if cfg.tasks == DEFAULT_TASKS else cfg.tasks)
+    return cfg.episodes
+
+
 def main(cfg: CollectConfig) -> None:
     """Entry point of ``tether collect``: record scripted-expert or oracle episodes into a dataset."""
     from tether.launch.progress import progress_bar
 
     logging.basicConfig(level=logging.WARNING)
-    total = cfg.episodes * (len(cfg.tasks) if cfg.env == "metaworld" else 1)
+    total = planned_episodes(cfg)
     # SIGTERM stops the robot server on the way out, as Ctrl-C does (SIGKILL: the server's own
     # death signal, see tether.launch.processes)
     with processes.sigterm_as_interrupt(), progress_bar() as progress:

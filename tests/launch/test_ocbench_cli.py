@@ -27,6 +27,17 @@ def test_collect_refuses_an_unknown_task(tmp_path, capsys):
     assert "unknown task 'task3'" in capsys.readouterr().err
 
 
+def test_the_progress_total_counts_episodes_per_task(tmp_path):
+    from tether.launch.collect import CollectConfig, planned_episodes
+
+    ds = tmp_path / "ds"
+    assert planned_episodes(CollectConfig(ds, env="ocbench:block-lite-double", episodes=3)) == 6
+    assert planned_episodes(CollectConfig(ds, env="ocbench:block-lite-double", episodes=3, tasks=("task2",))) == 3
+    assert planned_episodes(CollectConfig(ds, tasks=("reach-v3", "drawer-open-v3"), episodes=3)) == 6
+    assert planned_episodes(CollectConfig(ds, env="ogbench:scene", episodes=3)) == 3
+    assert planned_episodes(CollectConfig(ds, env="ocbench:nothing", episodes=3)) == 3  # collect names the error
+
+
 @pytest.mark.slow
 def test_collect_train_eval(tmp_path, capsys):
     ds = tmp_path / "ds"

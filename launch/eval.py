@@ -105,6 +105,12 @@ class EvalCommand:
     deterministic: bool = False
     """Feed the policy zero noise instead of fresh N(0, I) noise per call: a diffusion sampler
     (BESO) then starts from zeros, one plan per state; a stochastic SAC policy gives its mean."""
+    critic: Path | None = None
+    """critic.onnx (tether train --algo gciql writes one): rank --candidates samples of a
+    diffusion policy conditioned on the same observation.goal and run the best (IDQL's greedy
+    value-guided sampling, ``tether.robot.critic``)."""
+    candidates: int = 1
+    """Samples per policy call for --critic to choose among."""
     videos_per_task: int = 2
     """Up to this many MP4s per task, half successes and half failures when there are both (needs
     a camera: on the server, or --camera in --sim)."""
@@ -173,7 +179,7 @@ def load_runner(cmd: EvalCommand, out: Path):
         UsageError: a task the policy was not trained on, or ``--action-steps`` outside 1 to
             the policy's action horizon.
     """
-    from tether.robot.runner import PolicyRunner
+    from tether.robot.runner import PolicyLoadError, PolicyRunner
 
     path, checkpoint = cmd.policy, None
     if not path.is_file():
@@ -183,7 +189,13 @@ def load_runner(cmd: EvalCommand, out: Path):
 
         checkpoint = path
         path, _, _ = export(ExportCommand(checkpoint, out / "policy.onnx"))
-    runner = PolicyRunner(path, seed=cmd.seed, deterministic=cmd.deterministic)
+    try:
+        runner = PolicyRunner(path, seed=cmd.seed, deterministic=cmd.deterministic, critic=cmd.critic,
+                              candidates=cmd.candidates)
+    except PolicyLoadError:
+        raise
+    except ValueError as e:  # candidates without a critic, or with --deterministic
+        raise UsageError(f"--candidates: {e}") from None
     if not 1 <= cmd.action_steps <= runner.action_horizon:
         raise UsageError(f"--action-steps {cmd.action_steps}: the policy predicts chunks of "
                          f"{runner.action_horizon} action(s), so 1 to {runner.action_horizon}")

@@ -190,6 +190,8 @@ class SimSetup:
     chunk_ensemble_m: float = 0.01
     deterministic: bool = False  # zero sampler noise
     fixed_goal: dict | None = None  # --goal-image / --goal-text (PolicyRunner.fix_goal's arguments)
+    critic: str | None = None  # --critic / --candidates (PolicyRunner's value-guided sampling)
+    candidates: int = 1
 
 
 def run_sim_episode(env: EvalEnv, runner, task: str, seed: int, camera_key: str | None,
@@ -242,7 +244,8 @@ def _get(setup: SimSetup, camera: str | None):
     from tether.robot.runner import PolicyRunner
 
     if "runner" not in _worker:
-        _worker["runner"] = PolicyRunner(setup.onnx, deterministic=setup.deterministic)
+        _worker["runner"] = PolicyRunner(setup.onnx, deterministic=setup.deterministic, critic=setup.critic,
+                                         candidates=setup.candidates)
         if setup.fixed_goal:
             _worker["runner"].fix_goal(**setup.fixed_goal)
     runner = _worker["runner"]
@@ -299,7 +302,8 @@ def evaluate_sim(cmd: EvalCommand, on_episode=None) -> dict:
     tasks = list(cmd.tasks or runner.tasks)
     setup = SimSetup(cmd.sim, str(onnx_path), tuple(tasks), cmd.max_episode_steps, cmd.image_size,
                      cmd.action_steps, cmd.chunk_blend, cmd.chunk_ensemble_m, cmd.deterministic,
-                     runner.fixed_goal or None)
+                     runner.fixed_goal or None, None if runner.critic is None else str(runner.critic.path),
+                     runner.candidates)
     # Check the policy against the simulated robot here, before any worker starts.
     _worker["runner"] = runner
     _, env = _get(setup, None)

@@ -141,6 +141,16 @@ class NoisyMlpGraph(_Graph):
         return self._out(self.model((obs - self.obs_mean) / self.obs_std, goal, noise))
 
 
+class CriticGraph(_Graph):
+    """Raw observation window [B,1,S], raw goal observation [B,S] (its ``goal_dims`` used),
+    action [B,A] in robot units -> Q [B]: a critic ``model(obs, goal, action)`` on normalized
+    inputs (the action scaled to [-1, 1] as in training), for value-guided sampling."""
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        normalized = ((action - self.act_center) / self.act_half).clamp(-1.0, 1.0)
+        return self.model((obs - self.obs_mean) / self.obs_std, self._goal(goal), normalized)
+
+
 SEQUENCE_POLICIES = (Beso, Gcbc, VisuomotorPolicy)
 
 

@@ -283,6 +283,21 @@ class Gciql(nn.Module):
                              self.cfg.tau)
 
 
+class GciqlCritic(nn.Module):
+    """min(Q1, Q2)(s, g, a) of a trained learner: obs [B, 1, S], goal [B, S], actions [B, A]
+    (normalized) -> [B]; what ``export_gciql_critic`` exports."""
+
+    kind = "gciql_critic"
+
+    def __init__(self, learner: Gciql):
+        super().__init__()
+        self.q1, self.q2 = learner.q1, learner.q2
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs[:, -1], goal, actions], -1)
+        return torch.minimum(self.q1(x), self.q2(x)).squeeze(-1)
+
+
 def gciql_config(d: dict) -> GciqlConfig:
     """``GciqlConfig`` from its ``asdict`` form (a checkpoint's)."""
     return GciqlConfig(**{**d, "hidden": tuple(d["hidden"])})
@@ -338,10 +353,54 @@ def export_gciql(actor: GciqlActor, normalizer: Normalizer, spec, tasks: list[st
     return out, diff
 
 
+def export_gciql_critic(learner: Gciql, normalizer: Normalizer, spec, tasks: list[str], path: Path,
+                        tolerance: float = 1e-4, n: int = 32) -> tuple[Path, float]:
+    """``critic.onnx``: min(Q1, Q2)(s, g, a) with the normalization inside (``CriticGraph``):
+    inputs ``obs`` [B, 1, S] (the raw state), ``goal`` [B, S] (the raw ``observation.goal``),
+    ``action`` [B, A] in robot units; output ``q`` [B] (minus the discounted steps to the goal).
+    Metadata: ``tether.spec`` as the actor's, ``tether.critic`` (kind, goal, normalization,
+    parameters). ``tether.robot.critic.CriticRunner`` runs it: value-guided BESO sampling
+    (``PolicyRunner(..., critic=...)``). Returns (path, max |onnx - torch| on ``n`` random inputs).
+
+    Raises:
+        ValueError: parity above ``tolerance``.
+    """
+    import onnxruntime as ort
+
+    from tether.policies.export import CriticGraph, goal_metadata, onnx_program, save_onnx
+    from tether.robot.spec import RobotSpec
+
+    s, a = normalizer.obs_mean.shape[0], normalizer.action_center.shape[0]
+    dims = tuple(range(s))
+    critic = GciqlCritic(learner).eval()
+    graph = CriticGraph(critic, normalizer, spec, dims).eval()
+    example = (torch.zeros(1, 1, s), torch.zeros(1, s), torch.zeros(1, a))
+    proto = onnx_program(graph, example, ["obs", "goal", "action"], ["q"])
+    state = spec.observation["observation.state"]
+    critic_spec = RobotSpec(spec.robot_type, spec.control_rate_hz,
+                            {"observation.state": state, "observation.goal": state}, spec.action, tasks=tuple(tasks))
+    meta = {"kind": critic.kind, "window": 1, "goal": goal_metadata(tasks, dims),
+            "normalization": normalizer.to_dict(), "parameters": sum(p.numel() for p in critic.parameters())}
+    path = save_onnx(proto, {"tether.spec": critic_spec.to_json(), "tether.critic": json.dumps(meta)}, Path(path))
+    rng = np.random.default_rng(0)
+    feed = {"obs": normalizer.obs_mean + normalizer.obs_std * rng.standard_normal((n, 1, s)),
+            "goal": normalizer.obs_mean + normalizer.obs_std * rng.standard_normal((n, s)),
+            "action": normalizer.action_center + normalizer.action_half_range * rng.uniform(-1, 1, (n, a))}
+    feed = {k: v.astype(np.float32) for k, v in feed.items()}
+    (onnx_q,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+    with torch.no_grad():
+        torch_q = graph(*(torch.from_numpy(v) for v in feed.values())).numpy()
+    diff = float(np.abs(onnx_q - torch_q).max())
+    if diff > tolerance:
+        raise ValueError(f"critic ONNX and torch differ by {diff:.2e} > {tolerance:.0e}")
+    return path, diff
+
+
 def train_gciql(dataset: Path | str, cfg: GciqlConfig, optim: TrainConfig, out: Path,
                 on_step: Callable[[int, float], None] | None = None, resume: bool = False) -> dict:
     """Train GCIQL on ``dataset`` (play data: ``observation.state`` and ``action``) and write
     ``out/``: ``policy.pt``, ``policy.onnx`` (goal input = the robot's ``observation.goal``),
+    ``critic.onnx`` (``export_gciql_critic``: for value-guided sampling of another policy),
     ``checkpoints/`` (``last.pt`` to resume; ``policy_<step>.onnx`` at every checkpoint, for a
     learning curve by ``tether eval``), ``learning_curve.png``, ``metrics.json``, ``report.json``.
 
@@ -381,9 +440,10 @@ def train_gciql(dataset: Path | str, cfg: GciqlConfig, optim: TrainConfig, out: 
                    on_step=step_hook, resume=resume, on_checkpoint=at_checkpoint)
     save_gciql(out / "policy.pt", result.ema, normalizer, tasks, ds.spec)
     onnx_path, diff = export_gciql(result.ema.actor, normalizer, ds.spec, tasks, out / "policy.onnx")
+    _, critic_diff = export_gciql_critic(result.ema, normalizer, ds.spec, tasks, out / "critic.onnx")
     report = {"algo": "gciql", "dataset": str(dataset), "transitions": int(len(data.starts)),
               "episodes": len(ds.episodes), "steps": optim.steps, "seconds": round(time.perf_counter() - t0, 2),
-              "final_loss": result.losses[-1] if result.losses else None, "parity": diff,
+              "final_loss": result.losses[-1] if result.losses else None, "parity": diff, "critic_parity": critic_diff,
               "config": asdict(cfg), "last_metrics": metrics[-1] if metrics else {}}
     (out / "metrics.json").write_text(json.dumps(metrics))
     (out / "report.json").write_text(json.dumps(report, indent=2))

@@ -86,16 +86,22 @@ class PolicyRunner:
         deterministic: feed zero noise on every call, as ``act(..., deterministic=True)`` does
             for one call: a diffusion sampler (BESO) then starts from zeros, one plan per state;
             a stochastic SAC policy gives its mean action.
+        critic: a ``critic.onnx`` (``tether.robot.critic``): each call draws ``candidates``
+            noises, runs the policy on all of them in one batch and returns the candidate whose
+            first action the critic scores highest (value-guided sampling, IDQL's greedy choice).
+        candidates: N of the above (1 without a critic).
 
     Raises:
         PolicyLoadError: no such file, an empty file or one onnxruntime cannot load, no or bad
             tether metadata (``check_metadata``), or a graph whose inputs and outputs do not fit
-            the metadata (an input it cannot feed, a size other than the metadata's); the
-            message is one line.
+            the metadata (an input it cannot feed, a size other than the metadata's); a critic
+            that cannot guide the policy (``CriticRunner.check_policy``, or a policy without
+            sampler noise); the message is one line.
+        ValueError: ``candidates`` below 1, above 1 without a critic, or with ``deterministic``.
     """
 
     def __init__(self, path: Path | str, seed: int = 0, providers: list[str] | None = None,
-                 deterministic: bool = False):
+                 deterministic: bool = False, critic: Path | str | None = None, candidates: int = 1):
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one core per control loop: predictable latency
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -159,6 +165,26 @@ class PolicyRunner:
         if self.goal_kind == "multimodal":
             self._goal["goal_is_image"] = np.zeros((1, 1), np.float32)
         self._check_graph(path)
+        self.critic, self.candidates = self._load_critic(critic, candidates)
+        self.last_q: np.ndarray | None = None  # the critic's Q of the last call's candidates [N]
+
+    def _load_critic(self, critic: Path | str | None, candidates: int):
+        if candidates < 1:
+            raise ValueError(f"{candidates} candidates: at least 1")
+        if candidates > 1 and critic is None:
+            raise ValueError(f"{candidates} candidates need a critic to rank them (1 without one)")
+        if critic is None:
+            return None, 1
+        if self.deterministic and candidates > 1:
+            raise ValueError("deterministic sampling gives one candidate per state: leave it off to rank candidates")
+        from tether.robot.critic import CriticRunner
+
+        runner = CriticRunner(critic)
+        if "noise" not in self._inputs:
+            raise PolicyLoadError(f"{runner.path} cannot guide this policy: a {self.meta['kind']} policy "
+                                  "draws no noise, so it has one candidate per state")
+        runner.check_policy(self.spec, self.meta["goal"])
+        return runner, candidates
 
     def _check_graph(self, path: Path) -> None:
         """The graph's inputs and outputs against the metadata: every input one the runner feeds,
@@ -337,13 +363,22 @@ class PolicyRunner:
                                 "observation lacks (a robot that publishes goals is needed)")
             feature = self.spec.observation[self._goal_key]
             feed["goal"] = feature.validate(self._goal_key, observation[self._goal_key])[None]
-        if self.noise_shape is not None:  # a diffusion sampler's or a stochastic policy's noise
-            feed["noise"] = (np.zeros(self.noise_shape, np.float32) if deterministic or self.deterministic
-                             else self._rng.standard_normal(self.noise_shape, dtype=np.float32))
         for key in self._images:
             feed[key] = (np.stack(self._frames[key])[None] if self._image_window
                          else self._frame(key, observation)[None])
-        return dict(zip(self._outputs, self.session.run(self._outputs, feed)))
+        k = self.candidates
+        if k > 1:  # every input once per candidate: one batched call
+            feed = {name: np.repeat(value, k, axis=0) for name, value in feed.items()}
+        if self.noise_shape is not None:  # a diffusion sampler's or a stochastic policy's noise
+            shape = (k, *self.noise_shape[1:])
+            feed["noise"] = (np.zeros(shape, np.float32) if deterministic or self.deterministic
+                             else self._rng.standard_normal(shape, dtype=np.float32))
+        out = dict(zip(self._outputs, self.session.run(self._outputs, feed)))
+        if self.critic is None:
+            return out
+        self.last_q = self.critic.q(feed["obs"][:, -1], feed["goal"], out["action"])
+        best = int(np.argmax(self.last_q))
+        return {name: value[best:best + 1] for name, value in out.items()}
 
     def act(self, observation: dict[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
         """One action (float32, shape of the spec's action) for the current observation;

@@ -1,6 +1,7 @@
 """tether train --algo gciql: a bad goal mixture is one line; end to end (slow) on OGBench
 cube-single play data recorded through a robot server, evaluated with tether eval --sim on
-OGBench's goals through the ONNX runner's observation.goal input."""
+OGBench's goals through the ONNX runner's observation.goal input, and its critic ranking a BESO
+policy's samples (tether eval --critic --candidates)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,13 @@ def test_ogbench_play_to_gciql_to_eval(tmp_path, capsys):
           "--max-episode-steps", "10", "--out", str(tmp_path / "ev")])
     ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert list(ev["tasks"]) == ["task1", "task2", "task3", "task4", "task5"] and ev["episodes"] == 5
+    # value-guided BESO: its samples ranked by the GCIQL critic train_gciql wrote beside the actor
+    assert report["critic_parity"] <= 1e-4
+    main(["train", str(ds), "--algo", "beso", "--out", str(tmp_path / "beso"), "--goal.kind", "hindsight",
+          "--beso.window", "1", "--beso.d-model", "32", "--beso.n-layers", "1", "--optim.steps", "20"])
+    main(["eval", str(tmp_path / "beso" / "policy.pt"), "--sim", "ogbench:cube-single", "--episodes", "1",
+          "--max-episode-steps", "10", "--critic", str(out / "critic.onnx"), "--candidates", "4",
+          "--out", str(tmp_path / "guided")])
+    guided = json.loads((tmp_path / "guided" / "eval.json").read_text())
+    assert guided["episodes"] == 5 and guided["config"]["candidates"] == 4
+    assert guided["config"]["critic"] == str(out / "critic.onnx")

@@ -25,8 +25,8 @@ GOAL_DIMS = tuple(range(S))
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """policy (BESO on observation goals), critic, task_policy (BESO on a task one-hot), actor
-    (GCIQL's deterministic actor), gciql_pt (its checkpoint), normalizer, spec."""
+    """policy (BESO on observation goals), critic, actor (GCIQL's deterministic actor), gciql_pt
+    (its checkpoint), normalizer, spec."""
     root = tmp_path_factory.mktemp("critic")
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -39,7 +39,6 @@ def files(tmp_path_factory):
     out = {"normalizer": normalizer, "spec": spec, "learner": learner,
            "policy": export_policy(Beso(cfg, S, A, S).eval(), normalizer, spec, ["play"], root / "beso.onnx",
                                    goal_dims=GOAL_DIMS),
-           "task_policy": export_policy(Beso(cfg, S, A, 1).eval(), normalizer, spec, ["play"], root / "task.onnx"),
            "actor": export_gciql(learner.actor, normalizer, spec, ["play"], root / "actor.onnx")[0],
            "gciql_pt": save_gciql(root / "gciql.pt", learner, normalizer, ["play"], spec)}
     out["critic"], out["critic_parity"] = export_gciql_critic(learner, normalizer, spec, ["play"], root / "critic.onnx")
@@ -89,8 +88,12 @@ def test_the_runner_acts_with_the_candidate_of_highest_q(files):
 
 
 def test_a_critic_that_cannot_guide_the_policy_is_refused_in_one_line(files):
+    critic = CriticRunner(files["critic"])
     with pytest.raises(PolicyLoadError, match="conditioned on observation.goal, the policy on a task one hot goal"):
-        PolicyRunner(files["task_policy"], critic=files["critic"], candidates=N)
+        critic.check_policy(files["spec"], {"kind": "task_one_hot", "tasks": ["play"]})
+    wider = RobotSpec("test", 20.0, {"observation.state": Feature("float32", (S + 1,))}, files["spec"].action)
+    with pytest.raises(PolicyLoadError, match=r"reads a state of shape \[6\], the policy \[7\]"):
+        critic.check_policy(wider, {"kind": "observation", "key": "observation.goal", "tasks": ["play"]})
     with pytest.raises(PolicyLoadError, match="a gciql policy draws no noise"):
         PolicyRunner(files["actor"], critic=files["critic"], candidates=N)
     with pytest.raises(PolicyLoadError, match="is not a tether critic"):

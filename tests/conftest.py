@@ -7,9 +7,11 @@ import collections
 import contextlib
 import json
 import os
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,53 +54,72 @@ def serve_in_thread(robot, **kwargs):
         raise errors[0]
 
 
-@contextlib.contextmanager
-def _cpu_lock(tmp_path_factory, exclusive: bool):
-    """Hold the run's CPU lock (``flock`` on a file every pytest-xdist worker of the run sees),
-    shared or exclusive; a gate lock taken first keeps a waiting exclusive holder from being
-    starved by the others' shared locks."""
-    import fcntl
+class _CpuLock:
+    """The run's CPU lock: ``flock`` on a file every pytest-xdist worker of the run opens (named by
+    ``PYTEST_XDIST_TESTRUNUID``, which xdist gives every worker of one run), held shared or
+    exclusive; a gate lock taken first keeps a waiting exclusive holder from being starved by the
+    others' shared locks."""
 
-    root = tmp_path_factory.getbasetemp().parent  # shared by the run's workers (pytest-xdist docs)
-    with open(root / "tests.gate", "a") as gate, open(root / "tests.cpu", "a") as cpu:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        fcntl.flock(cpu, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        fcntl.flock(gate, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(cpu, fcntl.LOCK_UN)
+    def __init__(self, run_id: str):
+        root = Path(tempfile.gettempdir()) / f"tether-tests-{run_id}"
+        root.mkdir(exist_ok=True)
+        self._gate, self._cpu = open(root / "gate", "a"), open(root / "cpu", "a")
+        self.exclusive: bool | None = None  # None: not held
+
+    def hold(self, exclusive: bool) -> None:
+        import fcntl
+
+        if self.exclusive == exclusive:
+            return
+        self.release()
+        fcntl.flock(self._gate, fcntl.LOCK_EX)
+        fcntl.flock(self._cpu, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(self._gate, fcntl.LOCK_UN)
+        self.exclusive = exclusive
+
+    def release(self) -> None:
+        import fcntl
+
+        if self.exclusive is not None:
+            fcntl.flock(self._cpu, fcntl.LOCK_UN)
+            self.exclusive = None
+
+
+_cpu_lock: _CpuLock | None = None
 
 
 def _realtime(node) -> bool:
     return node.get_closest_marker("realtime") is not None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _realtime_module_runs_alone(request, tmp_path_factory):
-    """Under pytest-xdist, a module marked ``realtime`` (its tests hold real-time deadlines: a
-    1 kHz franky-sim, servo emulators on ptys, a control loop's tick counts) runs with no other
-    worker's test beside it, so that its timing is what the code does on 2 cores, not the share
-    another test leaves it. The lock is held for the whole module (``--dist loadfile`` keeps a
-    module on one worker): taken per test, each of about 90 real-time tests waited for the test in
-    progress on the other worker. One process: nothing to do."""
-    if "PYTEST_XDIST_WORKER" not in os.environ or not _realtime(request.node):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist, a test marked ``realtime`` (its module's mark or its own: real-time
+    deadlines such as a 1 kHz franky-sim, servo emulators on ptys, a control loop's tick counts)
+    runs with no other worker's test beside it, so that its timing is what the code does on 2
+    cores, not the share another test leaves it; every other test holds the lock shared. The lock
+    covers the whole protocol, setup and teardown included: a module-scoped fixture (an export, a
+    server, a simulator process) runs inside its first test's setup and its last test's teardown,
+    and outside the lock it ran beside real-time tests. A realtime module keeps the lock from its
+    first test to its last (``--dist loadfile`` keeps a module on one worker): taken per test,
+    each of about 90 real-time tests waited for the test in progress on the other worker. One
+    process: nothing to do."""
+    global _cpu_lock
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id is None:
         yield
         return
-    with _cpu_lock(tmp_path_factory, exclusive=True):
+    if _cpu_lock is None:
+        _cpu_lock = _CpuLock(run_id)
+    module = item.getparent(pytest.Module)
+    exclusive = _realtime(item)
+    _cpu_lock.hold(exclusive)
+    try:
         yield
-
-
-@pytest.fixture(autouse=True)
-def _cpu_share_per_test(request, tmp_path_factory):
-    """Under pytest-xdist, every test of a module not marked ``realtime`` holds the CPU lock
-    shared, a test marked ``realtime`` on its own holds it exclusive (see
-    ``_realtime_module_runs_alone``, which holds it for the realtime modules)."""
-    if "PYTEST_XDIST_WORKER" not in os.environ or _realtime(request.node.getparent(pytest.Module)):
-        yield
-        return
-    with _cpu_lock(tmp_path_factory, exclusive=_realtime(request.node)):
-        yield
+    finally:
+        next_module = nextitem.getparent(pytest.Module) if nextitem is not None else None
+        if not (exclusive and _realtime(module) and next_module is module):
+            _cpu_lock.release()
 
 
 def _wait_until(condition, timeout_s: float, what: str) -> None:

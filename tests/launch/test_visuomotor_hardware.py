@@ -61,6 +61,8 @@ def test_record_train_and_eval_a_visuomotor_policy_on_an_so101_and_its_camera(tm
                         joints = np.asarray(state["observation"]["observation.state"], np.float32)
                         client.send_action(joints + 0.02 * (episode + 1), state["seq"])
                         state = client.next_state()
+                # the last episode's end reaches the recorder a tick after the client sees it
+                assert recorder.wait_for(3, timeout_s=30), recorder.stats
                 recorder.stop()
             ds = Dataset(tmp_path / "ds")
             assert len(ds) == 3

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
+from tether.robot.runner import PolicyLoadError, open_session
 from tether.robot.spec import RobotSpec
 
 
@@ -28,23 +28,14 @@ class CriticRunner:
         path: the critic file.
 
     Raises:
-        PolicyLoadError (``tether.robot.runner``): no such file, not an ONNX model onnxruntime
-            loads, or no ``tether.critic`` / ``tether.spec`` metadata (one line).
+        PolicyLoadError: no such file, an empty file, one onnxruntime
+            cannot load (``open_session``), or no ``tether.critic`` / ``tether.spec`` metadata
+            (one line).
     """
 
     def __init__(self, path: Path | str):
-        from tether.robot.runner import PolicyLoadError
-
         path = Path(path)
-        if not path.is_file():
-            raise PolicyLoadError(f"critic file {path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime's errors are its pybind11 classes
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise PolicyLoadError(f"{path} is not an ONNX model onnxruntime can load ({first})") from None
+        self.session = open_session(path, "critic")
         meta = self.session.get_modelmeta().custom_metadata_map
         if "tether.critic" not in meta or "tether.spec" not in meta:
             raise PolicyLoadError(f"{path} is not a tether critic: its metadata lacks tether.critic "
@@ -59,8 +50,6 @@ class CriticRunner:
         Raises:
             PolicyLoadError: one line naming the first mismatch.
         """
-        from tether.robot.runner import PolicyLoadError
-
         mine = self.spec.observation["observation.state"].shape
         theirs = spec.observation["observation.state"].shape
         problem = None

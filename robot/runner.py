@@ -75,6 +75,29 @@ def check_metadata(meta: object, spec: RobotSpec) -> None:
         raise ValueError(f"the policy's action has shape {spec.action.shape}, not a vector")
 
 
+def open_session(path: Path, what: str, providers: list[str] | None = None) -> ort.InferenceSession:
+    """An onnxruntime session of the ``what`` (policy, critic) file ``path``, one intra-op thread
+    (one core per control loop: predictable latency), full graph optimization.
+
+    Raises:
+        PolicyLoadError: no such file, an empty file, or one onnxruntime cannot load (one line).
+    """
+    if not path.is_file():
+        raise PolicyLoadError(f"{what} file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise PolicyLoadError(f"{path} is empty, not an ONNX model (an export that never "
+                              "finished? run tether export again)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime's errors are its pybind11 classes
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PolicyLoadError(f"{path} is not an ONNX model onnxruntime can load ({first[:200]}; "
+                              "cut short or overwritten? run tether export again)") from None
+
+
 class PolicyRunner:
     """Run a tether ONNX policy.
 
@@ -102,23 +125,8 @@ class PolicyRunner:
 
     def __init__(self, path: Path | str, seed: int = 0, providers: list[str] | None = None,
                  deterministic: bool = False, critic: Path | str | None = None, candidates: int = 1):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # one core per control loop: predictable latency
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = Path(path)
-        if not path.is_file():
-            raise PolicyLoadError(f"policy file {path} does not exist")
-        if path.stat().st_size == 0:
-            raise PolicyLoadError(f"{path} is empty, not an ONNX model (an export that never "
-                                  "finished? run tether export again)")
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as e:  # noqa: BLE001 - onnxruntime's errors are its pybind11 classes
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PolicyLoadError(f"{path} is not an ONNX model onnxruntime can load ({first[:200]}; "
-                                  "cut short or overwritten? run tether export again)") from None
+        self.session = open_session(path, "policy", providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.spec = RobotSpec.from_json(meta["tether.spec"])
